@@ -1,0 +1,28 @@
+"""gpunet: NVIDIA's GPUNet image classifiers with NVIDIA's exact outputs.
+
+    import gpunet
+    model = gpunet.create_model("gpunet_d1", pretrained=True)
+    preprocess = gpunet.eval_transform(model)
+"""
+
+from gpunet.arch import Architecture, ArchitectureError, from_table, load_json, loads_json, read_json
+from gpunet.hub import DownloadError
+from gpunet.model import GPUNet, GPUNetFeatures
+from gpunet.transforms import eval_transform, to_rgb
+from gpunet.weights import WeightsError, convert, load_weights
+from gpunet.zoo import (
+    PretrainedConfig,
+    create_model,
+    get_architecture,
+    get_pretrained_config,
+    list_models,
+)
+from gpunet import timm_registry as _timm_registry  # noqa: F401  (registers gpunet_* with timm)
+
+__version__ = "0.1.0"
+
+__all__ = [
+    "Architecture", "ArchitectureError", "DownloadError", "GPUNet", "GPUNetFeatures", "PretrainedConfig",
+    "WeightsError", "convert", "create_model", "eval_transform", "from_table", "get_architecture",
+    "get_pretrained_config", "list_models", "load_json", "load_weights", "loads_json", "read_json", "to_rgb",
+]

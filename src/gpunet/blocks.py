@@ -1,0 +1,98 @@
+"""The building blocks of GPUNet: small plain modules with explicit, already-resolved sizes.
+
+Every rule about *which* sizes, paddings and BatchNorm eps a layer gets lives in
+`builder.py`; the blocks only compute. All convolutions are `ConvBnAct` (conv -> BN ->
+optional activation), which keeps parameter names short and makes BN folding local.
+"""
+
+from __future__ import annotations
+
+import torch
+from timm.layers import DropPath
+from torch import nn
+
+_ACTIVATIONS: dict[str, type[nn.Module]] = {"relu": nn.ReLU, "swish": nn.SiLU, "silu": nn.SiLU}
+
+
+def make_activation(name: str | None) -> nn.Module:
+    """`relu` -> ReLU, `swish`/`silu` -> SiLU, None -> Identity."""
+    if name is None:
+        return nn.Identity()
+    return _ACTIVATIONS[name](inplace=True)
+
+
+class ConvBnAct(nn.Module):
+    """Conv2d (no bias) -> BatchNorm2d -> activation."""
+
+    def __init__(self, in_channels: int, out_channels: int, kernel_size: int, *, stride: int = 1,
+                 padding: int = 0, groups: int = 1, act: str | None = "relu", eps: float = 1e-5) -> None:
+        super().__init__()
+        self.conv = nn.Conv2d(in_channels, out_channels, kernel_size, stride, padding, groups=groups, bias=False)
+        self.bn = nn.BatchNorm2d(out_channels, eps=eps)
+        self.act = make_activation(act)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.act(self.bn(self.conv(x)))
+
+
+class SqueezeExcite(nn.Module):
+    """Channel gating: x * sigmoid(expand(act(reduce(mean(x)))))."""
+
+    def __init__(self, channels: int, reduced: int, act: str) -> None:
+        super().__init__()
+        self.conv_reduce = nn.Conv2d(channels, reduced, 1, bias=True)
+        self.act = make_activation(act)
+        self.conv_expand = nn.Conv2d(reduced, channels, 1, bias=True)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        s = x.mean((2, 3), keepdim=True)
+        return x * torch.sigmoid(self.conv_expand(self.act(self.conv_reduce(s))))
+
+
+class _Residual(nn.Module):
+    """Adds the input back (through drop path) when shapes allow: stride 1 and in == out."""
+
+    def __init__(self, in_channels: int, out_channels: int, stride: int, drop_path: float) -> None:
+        super().__init__()
+        self.has_skip = stride == 1 and in_channels == out_channels
+        self.drop_path = DropPath(drop_path) if self.has_skip and drop_path > 0 else nn.Identity()
+
+    def branch(self, x: torch.Tensor) -> torch.Tensor:
+        raise NotImplementedError
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        out = self.branch(x)
+        return self.drop_path(out) + x if self.has_skip else out
+
+
+class InvertedResidual(_Residual):
+    """MBConv: 1x1 expand -> depthwise kxk -> [SE] -> 1x1 project (no activation)."""
+
+    def __init__(self, in_channels: int, mid_channels: int, out_channels: int, kernel_size: int, *,
+                 stride: int, act: str, eps: float, se_channels: int = 0, expand_groups: int = 1,
+                 drop_path: float = 0.0) -> None:
+        super().__init__(in_channels, out_channels, stride, drop_path)
+        self.pw = ConvBnAct(in_channels, mid_channels, 1, groups=expand_groups, act=act, eps=eps)
+        self.dw = ConvBnAct(mid_channels, mid_channels, kernel_size, stride=stride, padding=kernel_size // 2,
+                            groups=mid_channels, act=act, eps=eps)
+        self.se = SqueezeExcite(mid_channels, se_channels, act) if se_channels else nn.Identity()
+        self.pwl = ConvBnAct(mid_channels, out_channels, 1, act=None, eps=eps)
+
+    def branch(self, x: torch.Tensor) -> torch.Tensor:
+        return self.pwl(self.se(self.dw(self.pw(x))))
+
+
+class FusedInvertedResidual(_Residual):
+    """FusedMBConv (EdgeResidual): kxk expand -> [SE] -> 1x1 project (no activation)."""
+
+    def __init__(self, in_channels: int, mid_channels: int, out_channels: int, kernel_size: int, *,
+                 stride: int, padding: int, act: str, eps: float, se_channels: int = 0,
+                 drop_path: float = 0.0) -> None:
+        super().__init__(in_channels, out_channels, stride, drop_path)
+        self.exp = ConvBnAct(in_channels, mid_channels, kernel_size, stride=stride, padding=padding, act=act,
+                             eps=eps)
+        self.se = SqueezeExcite(mid_channels, se_channels, act) if se_channels else nn.Identity()
+        self.pwl = ConvBnAct(mid_channels, out_channels, 1, act=None, eps=eps)
+
+    def branch(self, x: torch.Tensor) -> torch.Tensor:
+        return self.pwl(self.se(self.exp(x)))

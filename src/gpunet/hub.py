@@ -1,0 +1,137 @@
+"""Downloads into the local cache: progress bar, resumable `.partial` file, recorded sha256.
+
+The cache is `$GPUNET_HOME` (default `~/.cache/gpunet`), checkpoints under `checkpoints/`.
+A download is written to `<file>.partial` and renamed only when complete, so an
+interrupted download never leaves a file that looks finished; the next attempt resumes
+it with an HTTP Range request where the server allows. Each finished file gets a
+`<file>.sha256` beside it, checked on every later use.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import http.client
+import os
+import sys
+import urllib.error
+import urllib.parse
+import urllib.request
+from pathlib import Path
+
+from tqdm.auto import tqdm
+
+CHUNK = 1 << 20
+TIMEOUT_S = 60.0
+
+
+class DownloadError(RuntimeError):
+    """A download failed; the message says what to do instead."""
+
+
+def gpunet_home() -> Path:
+    return Path(os.environ.get("GPUNET_HOME") or Path.home() / ".cache" / "gpunet")
+
+
+def checkpoint_dir() -> Path:
+    return gpunet_home() / "checkpoints"
+
+
+def is_url(text: str) -> bool:
+    return urllib.parse.urlparse(text).scheme in ("http", "https", "file")
+
+
+def file_sha256(path: str | os.PathLike[str]) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for chunk in iter(lambda: f.read(CHUNK), b""):
+            h.update(chunk)
+    return h.hexdigest()
+
+
+def url_filename(url: str) -> str:
+    """A cache file name for a URL: its last path part, prefixed by a short hash of the whole URL."""
+    base = os.path.basename(urllib.parse.urlparse(url).path) or "download"
+    return f"{hashlib.sha256(url.encode()).hexdigest()[:10]}-{base}"
+
+
+def download(url: str, filename: str | None = None, *, sha256: str | None = None, progress: bool = True,
+             hint: str = "") -> Path:
+    """Return the cached copy of `url`, downloading it first if needed."""
+    dst = checkpoint_dir() / (filename or url_filename(url))
+    if dst.exists() and _cached_ok(dst, sha256):
+        return dst
+    dst.parent.mkdir(parents=True, exist_ok=True)
+    part = dst.with_name(dst.name + ".partial")
+    _fetch(url, part, progress, hint)
+    digest = file_sha256(part)
+    if sha256 and digest != sha256.lower():
+        part.unlink()
+        raise DownloadError(f"{url}: sha256 {digest} does not match the expected {sha256}; the partial file "
+                            f"was deleted. {hint}".strip())
+    os.replace(part, dst)
+    _write_text_atomic(_sidecar(dst), digest + "\n")
+    return dst
+
+
+def _sidecar(path: Path) -> Path:
+    return path.with_name(path.name + ".sha256")
+
+
+def _cached_ok(dst: Path, expected: str | None) -> bool:
+    """A cached file is good when it matches both the expected and the recorded sha256."""
+    recorded = _sidecar(dst).read_text().strip() if _sidecar(dst).exists() else None
+    if expected is None and recorded is None:
+        return True
+    digest = file_sha256(dst)
+    if (expected and digest != expected.lower()) or (recorded and digest != recorded):
+        print(f"gpunet: cached {dst} does not match its sha256; downloading it again", file=sys.stderr)
+        dst.unlink()
+        return False
+    if recorded is None:
+        _write_text_atomic(_sidecar(dst), digest + "\n")
+    return True
+
+
+def _write_text_atomic(path: Path, text: str) -> None:
+    from gpunet._io import atomic_write_bytes
+
+    atomic_write_bytes(path, text.encode())
+
+
+def _fetch(url: str, part: Path, progress: bool, hint: str) -> None:
+    """Stream `url` into `part`, resuming from its current size when the server honours Range."""
+    offset = part.stat().st_size if part.exists() else 0
+    request = urllib.request.Request(url, headers={"User-Agent": "gpunet"})
+    if offset and url.startswith(("http://", "https://")):
+        request.add_header("Range", f"bytes={offset}-")
+    try:
+        response = urllib.request.urlopen(request, timeout=TIMEOUT_S)  # noqa: S310 (http/https/file only)
+    except urllib.error.HTTPError as exc:
+        if exc.code == 416 and offset:  # asked beyond the end: the partial file is stale
+            part.unlink()
+            return _fetch(url, part, progress, hint)
+        raise DownloadError(f"could not download {url}: HTTP {exc.code} {exc.reason}. {hint}".strip()) from None
+    except (urllib.error.URLError, OSError) as exc:
+        reason = getattr(exc, "reason", exc)
+        raise DownloadError(f"could not download {url}: {reason}. {hint}".strip()) from None
+    with response:
+        status = getattr(response, "status", None) or 200
+        if status != 206:
+            offset = 0  # the server sent the whole file
+        length = response.headers.get("Content-Length")
+        total = offset + int(length) if length is not None else None
+        written = offset
+        with open(part, "ab" if offset else "wb") as out, tqdm(
+                total=total, initial=offset, unit="B", unit_scale=True, unit_divisor=1024,
+                desc=part.name[: -len(".partial")], disable=not progress, leave=False) as bar:
+            try:
+                for chunk in iter(lambda: response.read(CHUNK), b""):
+                    out.write(chunk)
+                    written += len(chunk)
+                    bar.update(len(chunk))
+            except (OSError, ValueError, http.client.HTTPException) as exc:  # reset, IncompleteRead
+                raise DownloadError(f"download of {url} was interrupted after {written} bytes ({exc}); run "
+                                    f"again to resume from {part}. {hint}".strip()) from None
+    if total is not None and written < total:
+        raise DownloadError(f"download of {url} ended after {written} of {total} bytes; run again to resume "
+                            f"from {part}. {hint}".strip())

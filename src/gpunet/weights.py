@@ -1,0 +1,416 @@
+"""Weights: read every checkpoint form NVIDIA and we publish, map NVIDIA's keys, convert and save.
+
+Readable forms: the NGC zip, a timm training checkpoint (`.pth.tar`, EMA weights preferred
+exactly as NVIDIA's `load_checkpoint(use_ema=True)`), a bare state dict (NVIDIA's
+P0/P1 files), our `.safetensors` (architecture JSON in its metadata), and http(s)/file
+URLs of any of these. Pickles are read with `torch.load(weights_only=True)`; the only
+extra class allowed is `argparse.Namespace` (the `args` entry of NVIDIA's files), so a
+checkpoint cannot run code.
+
+NVIDIA's module names (`network.stage: 4 layer10.conv_pw`) are derived from the
+architecture, per block kind, and mapped to ours (`stages.3.0.pw.conv`).
+"""
+
+from __future__ import annotations
+
+import argparse
+import io
+import json
+import logging
+import os
+import pickle
+import zipfile
+from collections import OrderedDict
+from collections.abc import Mapping
+from typing import Any
+
+import torch
+from safetensors import SafetensorError
+from safetensors.torch import load_file as load_safetensors
+from safetensors.torch import save_file as save_safetensors
+from torch import nn
+
+from gpunet import hub
+from gpunet._io import atomic_write
+from gpunet.arch import Architecture, FusedIRBSpec, HeadSpec, IRBSpec, LayerSpec, TailSpec, loads_json
+from gpunet.builder import layer_module_paths
+
+log = logging.getLogger("gpunet")
+
+CHECKPOINT_SUFFIXES = (".pth.tar", ".pth", ".pt", ".tar", ".safetensors")
+# NVIDIA's load_checkpoint(use_ema=True) order of preference
+STATE_DICT_KEYS = ("state_dict_ema", "model_ema", "state_dict", "model")
+SAFETENSORS_ARCH_KEY = "gpunet.architecture"
+MAX_LISTED = 5
+
+# Per block kind: NVIDIA's sub-module name -> ours, relative to the layer's module.
+_NON_DISTILLED_SUBMODULES: dict[str, dict[str, str]] = {
+    "head": {"net.0": "0.conv", "net.1": "0.bn"},
+    "conv": {"conv": "conv", "bn1": "bn"},
+    "fused_irb": {"conv_exp": "exp.conv", "bn1": "exp.bn", "se.conv_reduce": "se.conv_reduce",
+                  "se.conv_expand": "se.conv_expand", "conv_pwl": "pwl.conv", "bn2": "pwl.bn"},
+    "irb": {"conv_pw": "pw.conv", "bn1": "pw.bn", "conv_dw": "dw.conv", "bn2": "dw.bn",
+            "se.conv_reduce": "se.conv_reduce", "se.conv_expand": "se.conv_expand", "conv_pwl": "pwl.conv",
+            "bn3": "pwl.bn"},
+    "tail": {"net.0": "head.conv", "net.1": "head.bn", "net.6": "classifier"},
+}
+_DISTILLED_SUBMODULES: dict[str, dict[str, str]] = {
+    "head": {"net.0": "0.conv", "net.1": "0.bn"},
+    "head_large": {"net.0": "0.conv", "net.1": "0.bn", "net.3": "1.conv", "net.4": "1.bn", "net.6": "2.conv",
+                   "net.7": "2.bn"},
+    "irb": {"body.0": "pw.conv", "body.1": "pw.bn", "body.3": "dw.conv", "body.4": "dw.bn", "body.6": "pwl.conv",
+            "body.7": "pwl.bn"},
+    "fused_irb": {"body.0": "exp.conv", "body.1": "exp.bn", "body.3": "pwl.conv", "body.4": "pwl.bn"},
+    "tail": {"net.0": "head.conv", "net.1": "head.bn", "net.4": "head_proj", "net.8": "classifier"},
+}
+
+
+class WeightsError(ValueError):
+    """A checkpoint that cannot be read or does not fit the model, with what was expected."""
+
+
+# ---------------------------------------------------------------------------- NVIDIA names
+
+def nvidia_layer_name(layer: LayerSpec, n: int, distill: bool) -> str:
+    """NVIDIA's child name in `network` for the layer at 1-based JSON position `n` (data = 1)."""
+    if distill:
+        if isinstance(layer, HeadSpec):
+            return "head:"
+        if isinstance(layer, TailSpec):
+            return "tail:"
+        return f"stage: {layer.stage} {layer.layer_type}{n}"
+    if isinstance(layer, HeadSpec):
+        return f"head: {n}"
+    if isinstance(layer, TailSpec):
+        return f" layer{n}"
+    return f"stage: {layer.stage} layer{n}"
+
+
+def nvidia_module_map(arch: Architecture) -> dict[str, str]:
+    """NVIDIA module path -> our module path, for every module that holds tensors."""
+    submodules = _DISTILLED_SUBMODULES if arch.distill else _NON_DISTILLED_SUBMODULES
+    mapping: dict[str, str] = {}
+    for j, (layer, ours) in enumerate(zip(arch.layers, layer_module_paths(arch), strict=True)):
+        theirs = "network." + nvidia_layer_name(layer, j + 2, arch.distill)
+        for their_sub, our_sub in submodules[layer.layer_type].items():
+            if their_sub.startswith("se.") and not getattr(layer, "use_se", False):
+                continue
+            mapping[f"{theirs}.{their_sub}"] = f"{ours}.{our_sub}".lstrip(".")
+    return mapping
+
+
+def is_nvidia_layout(state_dict: Mapping[str, Any]) -> bool:
+    return any(k.startswith("network.") for k in state_dict)
+
+
+def _rename(state_dict: Mapping[str, torch.Tensor], module_map: Mapping[str, str]) -> tuple[
+        OrderedDict[str, torch.Tensor], list[str]]:
+    """Rename keys by module prefix; keys without a mapped module are returned as unknown."""
+    out: OrderedDict[str, torch.Tensor] = OrderedDict()
+    unknown = []
+    for key, value in state_dict.items():
+        module, _, leaf = key.rpartition(".")
+        if module in module_map:
+            out[f"{module_map[module]}.{leaf}"] = value
+        else:
+            unknown.append(key)
+    return out, unknown
+
+
+def from_nvidia(state_dict: Mapping[str, torch.Tensor], arch: Architecture) -> tuple[
+        OrderedDict[str, torch.Tensor], list[str]]:
+    """NVIDIA keys -> our keys; also returns the NVIDIA keys that do not belong to `arch`."""
+    return _rename(state_dict, nvidia_module_map(arch))
+
+
+def to_nvidia(state_dict: Mapping[str, torch.Tensor], arch: Architecture) -> OrderedDict[str, torch.Tensor]:
+    """Our keys -> NVIDIA's keys (in NVIDIA's order), for files NVIDIA's own code loads."""
+    inverse = {ours: theirs for theirs, ours in nvidia_module_map(arch).items()}
+    renamed, unknown = _rename(state_dict, inverse)
+    if unknown:
+        raise WeightsError(f"cannot express in NVIDIA's layout: {_first(unknown)}")
+    order = {m: i for i, m in enumerate(inverse.values())}
+    return OrderedDict(sorted(renamed.items(), key=lambda kv: order[kv[0].rpartition(".")[0]]))
+
+
+# ---------------------------------------------------------------------------- reading files
+
+def read_checkpoint(path: str | os.PathLike[str]) -> tuple[OrderedDict[str, torch.Tensor], dict[str, str]]:
+    """Read any supported checkpoint file -> (state dict, metadata); keys unchanged but `module.` stripped."""
+    path = os.fspath(path)
+    if not os.path.exists(path):
+        raise WeightsError(f"{path}: file not found")
+    if os.path.isdir(path):
+        raise WeightsError(f"{path}: is a directory; expected a checkpoint file (NGC .zip, .pth.tar, .pth, "
+                           ".safetensors)")
+    with open(path, "rb") as f:
+        head = f.read(16)
+    if _looks_like_safetensors(head):
+        return _read_safetensors(path)
+    if zipfile.is_zipfile(path) and not _is_torch_zip(path):
+        return _read_ngc_zip(path)
+    return _extract_state_dict(_torch_load(path, path), path), {}
+
+
+def _looks_like_safetensors(head: bytes) -> bool:
+    return len(head) >= 9 and head[8:9] == b"{" and int.from_bytes(head[:8], "little") < (1 << 30)
+
+
+def _is_torch_zip(path: str) -> bool:
+    try:
+        with zipfile.ZipFile(path) as zf:
+            return any(n.endswith("/data.pkl") or n == "data.pkl" for n in zf.namelist())
+    except zipfile.BadZipFile:
+        return False
+
+
+def _read_safetensors(path: str) -> tuple[OrderedDict[str, torch.Tensor], dict[str, str]]:
+    try:
+        from safetensors import safe_open
+
+        with safe_open(path, framework="pt") as f:
+            metadata = dict(f.metadata() or {})
+        return OrderedDict(load_safetensors(path)), metadata
+    except (SafetensorError, OSError, ValueError) as exc:
+        raise WeightsError(f"{path}: corrupt or truncated .safetensors file ({exc})") from None
+
+
+def _read_ngc_zip(path: str) -> tuple[OrderedDict[str, torch.Tensor], dict[str, str]]:
+    """An NGC archive: exactly one checkpoint member, whatever its name."""
+    try:
+        with zipfile.ZipFile(path) as zf:
+            members = [i for i in zf.infolist() if not i.is_dir() and i.filename.endswith(CHECKPOINT_SUFFIXES)]
+            if len(members) != 1:
+                names = [i.filename for i in zf.infolist()]
+                raise WeightsError(f"{path}: expected one checkpoint (.pth.tar/.pth/.pt/.safetensors) in the "
+                                   f"zip, found {len(members)}; members: {_first(names)}")
+            data = zf.read(members[0])
+    except (zipfile.BadZipFile, zipfile.LargeZipFile, EOFError, OSError) as exc:
+        raise WeightsError(f"{path}: corrupt or truncated zip archive ({exc}); download it again") from None
+    member = f"{path}!{members[0].filename}"
+    if members[0].filename.endswith(".safetensors"):
+        from safetensors.torch import load as load_safetensors_bytes
+
+        return OrderedDict(load_safetensors_bytes(data)), {}
+    return _extract_state_dict(_torch_load(io.BytesIO(data), member), member), {}
+
+
+def _torch_load(f: str | io.BytesIO, name: str) -> Any:
+    try:
+        with torch.serialization.safe_globals([argparse.Namespace]):
+            return torch.load(f, map_location="cpu", weights_only=True)
+    except pickle.UnpicklingError as exc:
+        if "weights_only" in str(exc).lower() or "global" in str(exc).lower():
+            raise WeightsError(
+                f"{name}: refused to load: the checkpoint contains pickled code or objects other than tensors, "
+                "containers and argparse.Namespace, and loading it could run arbitrary code. If you trust it, "
+                "re-save its state dict with plain torch.save(state_dict) and pass that file."
+                f" (detail: {str(exc).splitlines()[0][:200]})") from None
+        raise WeightsError(f"{name}: not a readable PyTorch checkpoint ({exc})") from None
+    except (RuntimeError, EOFError, OSError, ValueError, zipfile.BadZipFile) as exc:
+        raise WeightsError(f"{name}: corrupt, truncated or not a PyTorch checkpoint "
+                           f"({str(exc).splitlines()[0][:200]})") from None
+
+
+def _extract_state_dict(obj: Any, name: str) -> OrderedDict[str, torch.Tensor]:
+    """The weights inside a loaded checkpoint: EMA first (NVIDIA's choice), `module.` stripped."""
+    if isinstance(obj, Mapping):
+        for key in STATE_DICT_KEYS:
+            if isinstance(obj.get(key), Mapping) and obj[key]:
+                obj = obj[key]
+                break
+    if not isinstance(obj, Mapping) or not obj or not all(isinstance(v, torch.Tensor) for v in obj.values()):
+        keys = list(obj)[:10] if isinstance(obj, Mapping) else type(obj).__name__
+        raise WeightsError(f"{name}: no state dict found (expected a dict of tensors or one of the entries "
+                           f"{', '.join(STATE_DICT_KEYS)}); top level: {keys}")
+    return OrderedDict((k[len("module."):] if k.startswith("module.") else k, v) for k, v in obj.items())
+
+
+def read_safetensors_architecture(path: str | os.PathLike[str]) -> Architecture:
+    """The architecture recorded in one of our .safetensors files."""
+    _, metadata = read_checkpoint(path)
+    if SAFETENSORS_ARCH_KEY not in metadata:
+        raise WeightsError(f"{os.fspath(path)}: no '{SAFETENSORS_ARCH_KEY}' metadata; this .safetensors file was "
+                           "not written by gpunet: name the model, e.g. create_model('gpunet_d1', weights=PATH)")
+    return loads_json(metadata[SAFETENSORS_ARCH_KEY], source=f"{os.fspath(path)} (metadata)")
+
+
+# ---------------------------------------------------------------------------- loading into a model
+
+def resolve_weights_path(source: str | os.PathLike[str], progress: bool = True) -> str:
+    """A local path for `source`, downloading URLs into the cache."""
+    text = os.fspath(source)
+    if hub.is_url(text):
+        return os.fspath(hub.download(text, progress=progress, hint=_OFFLINE_HINT))
+    return text
+
+
+_OFFLINE_HINT = ("Without network access, download the checkpoint elsewhere and pass it as a local file "
+                 "(weights=PATH or --weights PATH), or point GPUNET_NGC_MIRROR at a folder or server that holds "
+                 "the NGC zips.")
+
+
+def download_pretrained(name: str, progress: bool = True) -> str:
+    """The cached NGC checkpoint of a zoo model (from `$GPUNET_NGC_MIRROR` when set)."""
+    from gpunet.zoo import get_pretrained_config
+
+    cfg = get_pretrained_config(name)
+    mirror = os.environ.get("GPUNET_NGC_MIRROR")
+    url = f"{mirror.rstrip('/')}/{cfg.filename}" if mirror else cfg.url
+    if mirror and not hub.is_url(url):
+        url = "file://" + os.path.abspath(url)
+    hint = (f"{cfg.display_name} weights come from NGC ({cfg.url}, NVIDIA's terms). " + _OFFLINE_HINT +
+            f" The file must be named {cfg.filename} there.")
+    return os.fspath(hub.download(url, cfg.filename, sha256=cfg.sha256, progress=progress, hint=hint))
+
+
+def load_weights(model: nn.Module, source: str | os.PathLike[str], progress: bool = True) -> nn.Module:
+    """Load a checkpoint in any supported form into a GPUNet / GPUNetFeatures built for its architecture."""
+    path = resolve_weights_path(source, progress)
+    state_dict, _ = read_checkpoint(path)
+    arch: Architecture = model.arch  # type: ignore[assignment]
+    unknown: list[str] = []
+    if is_nvidia_layout(state_dict):
+        state_dict, unknown = from_nvidia(state_dict, arch)
+    target = model.state_dict()
+    if not hasattr(model, "classifier"):  # a feature backbone: drop what only the full classifier has
+        full = _meta_state_dict(arch)
+        state_dict = OrderedDict((k, v) for k, v in state_dict.items() if k in target or k not in full)
+    _adapt_classifier(model, state_dict, path)
+    missing = [k for k in target if k not in state_dict]
+    unexpected = unknown + [k for k in state_dict if k not in target]
+    misshaped = [k for k in state_dict if k in target and state_dict[k].shape != target[k].shape]
+    if missing or unexpected or misshaped:
+        raise WeightsError(_mismatch_message(path, arch, state_dict, target, missing, unexpected, misshaped))
+    model.load_state_dict(state_dict)
+    return model
+
+
+def _meta_state_dict(arch: Architecture) -> dict[str, torch.Tensor]:
+    """Names and shapes of a full classifier's tensors, without allocating them."""
+    from gpunet.model import GPUNet
+
+    with torch.device("meta"):
+        return GPUNet(arch).state_dict()
+
+
+def _adapt_classifier(model: nn.Module, state_dict: OrderedDict[str, torch.Tensor], path: str) -> None:
+    """A checkpoint with another class count: keep the backbone and the model's fresh classifier."""
+    weight = state_dict.get("classifier.weight")
+    classifier = getattr(model, "classifier", None)
+    if weight is None or classifier is None:
+        return
+    current = {f"classifier.{k}": v for k, v in classifier.state_dict().items()}
+    if current and (weight.shape == current["classifier.weight"].shape
+                    or weight.shape[1] != current["classifier.weight"].shape[1]):
+        return  # same head, or another model altogether (reported as mis-shaped)
+    state_dict.pop("classifier.weight")
+    state_dict.pop("classifier.bias", None)
+    state_dict.update(current)
+    log.warning("gpunet: %s has %d classes, the model %d: loaded the backbone, the classifier is newly "
+                "initialised", path, weight.shape[0], model.num_classes)
+
+
+def _mismatch_message(path: str, arch: Architecture, got: Mapping[str, torch.Tensor],
+                      target: Mapping[str, torch.Tensor], missing: list[str], unexpected: list[str],
+                      misshaped: list[str]) -> str:
+    from gpunet.zoo import find_model_name
+
+    name = find_model_name(arch) or "the given architecture"
+    lines = [f"{path}: checkpoint does not fit {name}."]
+    guess = guess_model(got)
+    if guess and guess != name:
+        lines.append(f"It looks like a checkpoint of {guess}: create the model with that name instead.")
+    if missing:
+        lines.append(f"{len(missing)} missing: " + _first([f"{k} {tuple(target[k].shape)}" for k in missing]))
+    if unexpected:
+        lines.append(f"{len(unexpected)} unexpected: " + _first(
+            [f"{k} {tuple(got[k].shape)}" if k in got else k for k in unexpected]))
+    if misshaped:
+        lines.append(f"{len(misshaped)} with another shape: " + _first(
+            [f"{k} checkpoint {tuple(got[k].shape)} vs model {tuple(target[k].shape)}" for k in misshaped]))
+    return "\n  ".join(lines)
+
+
+def _first(items: list[str]) -> str:
+    more = f", ... ({len(items) - MAX_LISTED} more)" if len(items) > MAX_LISTED else ""
+    return ", ".join(items[:MAX_LISTED]) + more
+
+
+def _signature(state_dict: Mapping[str, torch.Tensor]) -> set[tuple[str, tuple[int, ...]]]:
+    return {(k, tuple(v.shape)) for k, v in state_dict.items() if not k.startswith("classifier.")}
+
+
+def guess_model(state_dict: Mapping[str, torch.Tensor]) -> str | None:
+    """The released model whose tensors (classifier aside) match `state_dict` exactly, in either naming."""
+    from gpunet.zoo import get_architecture, list_models
+
+    for name in list_models():
+        arch = get_architecture(name)
+        candidate, unknown = from_nvidia(state_dict, arch) if is_nvidia_layout(state_dict) else (state_dict, [])
+        if not unknown and _signature(candidate) == _signature(_meta_state_dict(arch)):
+            return name
+    return None
+
+
+# ---------------------------------------------------------------------------- writing files
+
+def save_safetensors_checkpoint(model: nn.Module, path: str | os.PathLike[str]) -> None:
+    """Our format: clean names, the architecture JSON (and class count) in the metadata."""
+    arch: Architecture = model.arch  # type: ignore[assignment]
+    tensors = {k: v.detach().cpu().contiguous() for k, v in model.state_dict().items()}
+    metadata = {SAFETENSORS_ARCH_KEY: json.dumps(arch.to_json()), "format": "pt"}
+    atomic_write(path, lambda tmp: save_safetensors(tensors, tmp, metadata=metadata))
+
+
+def save_nvidia_checkpoint(model: nn.Module, path: str | os.PathLike[str], layout: str = "timm") -> None:
+    """NVIDIA's key names in NVIDIA's file layout, loadable by NVIDIA's own code.
+
+    layout "timm": the timm CheckpointSaver dict (`state_dict` and `state_dict_ema`, both these
+    weights; GPUNet-0/1/2/D1/D2); "raw_state_dict": a bare state dict (GPUNet-P0/P1).
+    """
+    sd = to_nvidia(model.state_dict(), model.arch)  # type: ignore[arg-type]
+    sd = OrderedDict((k, v.detach().cpu().contiguous()) for k, v in sd.items())
+    if layout == "timm":
+        obj: Any = {"epoch": 0, "arch": getattr(model, "pretrained_cfg", {}).get("name", "gpunet"),
+                    "state_dict": sd, "optimizer": {}, "version": 2, "state_dict_ema": sd}
+    elif layout == "raw_state_dict":
+        obj = sd
+    else:
+        raise ValueError(f"layout must be 'timm' or 'raw_state_dict', got {layout!r}")
+    atomic_write(path, lambda tmp: torch.save(obj, tmp))
+
+
+def convert(src: str | os.PathLike[str], dst: str | os.PathLike[str], model: str | os.PathLike[str] | None = None,
+            *, layout: str | None = None) -> str:
+    """Convert a checkpoint: `.safetensors` destination -> our format, else NVIDIA's layout.
+
+    `model` names the architecture (zoo name or JSON); it may be omitted for our own
+    .safetensors and for NVIDIA checkpoints of a released model (recognised by shape).
+    Returns the layout written.
+    """
+    from gpunet.zoo import create_model, get_pretrained_config
+
+    src_path = resolve_weights_path(src)
+    if model is None:
+        model = _infer_model(src_path)
+    net = create_model(model, weights=src_path, progress=False)
+    if os.fspath(dst).endswith(".safetensors"):
+        save_safetensors_checkpoint(net, dst)
+        return "gpunet-safetensors"
+    if layout is None:
+        name = net.pretrained_cfg.get("name") if net.pretrained_cfg else None  # type: ignore[union-attr]
+        layout = get_pretrained_config(name).checkpoint_format if name else "timm"
+    save_nvidia_checkpoint(net, dst, layout)
+    return f"nvidia-{layout}"
+
+
+def _infer_model(path: str) -> str:
+    state_dict, metadata = read_checkpoint(path)
+    if SAFETENSORS_ARCH_KEY in metadata:
+        return path
+    guess = guess_model(state_dict)
+    if guess is None:
+        raise WeightsError(f"{path}: not a checkpoint of a released GPUNet; name its architecture "
+                           "(a JSON file) with --model")
+    return guess
