@@ -5,6 +5,7 @@
     preprocess = gpunet.eval_transform(model)
 """
 
+from gpunet import timm_registry as _timm_registry  # noqa: F401  (registers gpunet_* with timm)
 from gpunet.arch import Architecture, ArchitectureError, from_table, load_json, loads_json, read_json
 from gpunet.hub import DownloadError
 from gpunet.model import GPUNet, GPUNetFeatures
@@ -17,7 +18,6 @@ from gpunet.zoo import (
     get_pretrained_config,
     list_models,
 )
-from gpunet import timm_registry as _timm_registry  # noqa: F401  (registers gpunet_* with timm)
 
 __version__ = "0.1.0"
 

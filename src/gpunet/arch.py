@@ -16,7 +16,7 @@ from __future__ import annotations
 import json
 import os
 from dataclasses import dataclass, field, fields
-from typing import Any, ClassVar, Union
+from typing import Any, ClassVar
 
 ACTIVATIONS = ("relu", "swish", "silu")
 
@@ -129,8 +129,8 @@ class TailSpec(_Spec):
         ("num_classes", "num_classes"), ("stage", "stage"))
 
 
-LayerSpec = Union[HeadSpec, ConvSpec, IRBSpec, FusedIRBSpec, TailSpec]
-BlockSpec = Union[ConvSpec, IRBSpec, FusedIRBSpec]
+LayerSpec = HeadSpec | ConvSpec | IRBSpec | FusedIRBSpec | TailSpec
+BlockSpec = ConvSpec | IRBSpec | FusedIRBSpec
 _SPEC_BY_TYPE: dict[str, type[_Spec]] = {
     "head": HeadSpec, "head_large": HeadSpec, "conv": ConvSpec, "irb": IRBSpec,
     "fused_irb": FusedIRBSpec, "tail": TailSpec}

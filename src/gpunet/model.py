@@ -91,7 +91,7 @@ class GPUNetFeatures(nn.Module):
         self.out_indices = tuple(resolved)
         self.stem = net.stem
         self.stages = nn.Sequential(*list(net.stages)[: resolved[-1] + 1])
-        self.feature_info = TimmFeatureInfo([infos[i] for i in resolved], list(range(len(resolved))))
+        self.feature_info = TimmFeatureInfo([infos[i] for i in resolved], tuple(range(len(resolved))))
         self.pretrained_cfg: dict[str, Any] = {}
 
     def forward(self, x: torch.Tensor) -> list[torch.Tensor]:

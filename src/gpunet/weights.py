@@ -32,7 +32,7 @@ from torch import nn
 
 from gpunet import hub
 from gpunet._io import atomic_write
-from gpunet.arch import Architecture, FusedIRBSpec, HeadSpec, IRBSpec, LayerSpec, TailSpec, loads_json
+from gpunet.arch import Architecture, HeadSpec, LayerSpec, TailSpec, loads_json
 from gpunet.builder import layer_module_paths
 
 log = logging.getLogger("gpunet")
@@ -399,7 +399,7 @@ def convert(src: str | os.PathLike[str], dst: str | os.PathLike[str], model: str
         save_safetensors_checkpoint(net, dst)
         return "gpunet-safetensors"
     if layout is None:
-        name = net.pretrained_cfg.get("name") if net.pretrained_cfg else None  # type: ignore[union-attr]
+        name = getattr(net, "pretrained_cfg", {}).get("name")
         layout = get_pretrained_config(name).checkpoint_format if name else "timm"
     save_nvidia_checkpoint(net, dst, layout)
     return f"nvidia-{layout}"

@@ -276,9 +276,9 @@ def create_model(name_or_path: str | os.PathLike[str] | Architecture, *, pretrai
     from gpunet import weights as W
 
     arch, zoo_name = resolve_architecture(name_or_path)
-    if weights is None and os.fspath(name_or_path if not isinstance(name_or_path, Architecture) else "").endswith(
+    if weights is None and not isinstance(name_or_path, Architecture) and os.fspath(name_or_path).endswith(
             ".safetensors"):
-        weights = name_or_path  # type: ignore[assignment]
+        weights = name_or_path  # the architecture and the weights come from the same file
     if pretrained and weights is None:
         if zoo_name is None:
             raise ValueError("pretrained=True needs one of the released models "
