@@ -80,8 +80,6 @@ def _sidecar(path: Path) -> Path:
 def _cached_ok(dst: Path, expected: str | None) -> bool:
     """A cached file is good when it matches both the expected and the recorded sha256."""
     recorded = _sidecar(dst).read_text().strip() if _sidecar(dst).exists() else None
-    if expected is None and recorded is None:
-        return True
     digest = file_sha256(dst)
     if (expected and digest != expected.lower()) or (recorded and digest != recorded):
         print(f"gpunet: cached {dst} does not match its sha256; downloading it again", file=sys.stderr)
@@ -111,7 +109,7 @@ def _fetch(url: str, part: Path, progress: bool, hint: str) -> None:
             part.unlink()
             return _fetch(url, part, progress, hint)
         raise DownloadError(f"could not download {url}: HTTP {exc.code} {exc.reason}. {hint}".strip()) from None
-    except (urllib.error.URLError, OSError) as exc:
+    except (urllib.error.URLError, OSError, http.client.HTTPException) as exc:  # HTTPException: not HTTP at all
         reason = getattr(exc, "reason", exc)
         raise DownloadError(f"could not download {url}: {reason}. {hint}".strip()) from None
     with response:

@@ -20,8 +20,10 @@ import logging
 import os
 import pickle
 import zipfile
+import zlib
 from collections import OrderedDict
 from collections.abc import Mapping
+from pathlib import Path
 from typing import Any
 
 import torch
@@ -145,6 +147,8 @@ def read_checkpoint(path: str | os.PathLike[str]) -> tuple[OrderedDict[str, torc
                            ".safetensors)")
     with open(path, "rb") as f:
         head = f.read(16)
+    if not head:
+        raise WeightsError(f"{path}: empty file (0 bytes), not a checkpoint; download or write it again")
     if _looks_like_safetensors(head):
         return _read_safetensors(path)
     if zipfile.is_zipfile(path) and not _is_torch_zip(path):
@@ -185,13 +189,16 @@ def _read_ngc_zip(path: str) -> tuple[OrderedDict[str, torch.Tensor], dict[str, 
                 raise WeightsError(f"{path}: expected one checkpoint (.pth.tar/.pth/.pt/.safetensors) in the "
                                    f"zip, found {len(members)}; members: {_first(names)}")
             data = zf.read(members[0])
-    except (zipfile.BadZipFile, zipfile.LargeZipFile, EOFError, OSError) as exc:
+    except (zipfile.BadZipFile, zipfile.LargeZipFile, EOFError, OSError, zlib.error) as exc:
         raise WeightsError(f"{path}: corrupt or truncated zip archive ({exc}); download it again") from None
     member = f"{path}!{members[0].filename}"
     if members[0].filename.endswith(".safetensors"):
         from safetensors.torch import load as load_safetensors_bytes
 
-        return OrderedDict(load_safetensors_bytes(data)), {}
+        try:
+            return OrderedDict(load_safetensors_bytes(data)), {}
+        except (SafetensorError, ValueError) as exc:
+            raise WeightsError(f"{member}: corrupt or truncated .safetensors file ({exc})") from None
     return _extract_state_dict(_torch_load(io.BytesIO(data), member), member), {}
 
 
@@ -200,16 +207,26 @@ def _torch_load(f: str | io.BytesIO, name: str) -> Any:
         with torch.serialization.safe_globals([argparse.Namespace]):
             return torch.load(f, map_location="cpu", weights_only=True)
     except pickle.UnpicklingError as exc:
-        if "weights_only" in str(exc).lower() or "global" in str(exc).lower():
+        # torch prefixes every weights-only failure with the same text; only a refused GLOBAL
+        # (a class or function the pickle would import and call) is a security refusal
+        if "global" in str(exc).lower():
             raise WeightsError(
                 f"{name}: refused to load: the checkpoint contains pickled code or objects other than tensors, "
                 "containers and argparse.Namespace, and loading it could run arbitrary code. If you trust it, "
                 "re-save its state dict with plain torch.save(state_dict) and pass that file."
-                f" (detail: {str(exc).splitlines()[0][:200]})") from None
-        raise WeightsError(f"{name}: not a readable PyTorch checkpoint ({exc})") from None
-    except (RuntimeError, EOFError, OSError, ValueError, zipfile.BadZipFile) as exc:
-        raise WeightsError(f"{name}: corrupt, truncated or not a PyTorch checkpoint "
-                           f"({str(exc).splitlines()[0][:200]})") from None
+                f" (detail: {_detail(exc, 'global')})") from None
+        raise WeightsError(f"{name}: corrupt, truncated or not a PyTorch checkpoint ({_detail(exc)})") from None
+    except Exception as exc:  # noqa: BLE001 (unpickling arbitrary bytes fails with any error type)
+        raise WeightsError(f"{name}: corrupt, truncated or not a PyTorch checkpoint ({_detail(exc)})") from None
+
+
+def _detail(exc: BaseException, prefer: str = "unpickler error") -> str:
+    """A one-line summary of `exc`: its line mentioning `prefer` if any, else its first line."""
+    lines = [line.strip() for line in str(exc).splitlines() if line.strip()]
+    if not lines:
+        return type(exc).__name__
+    line = next((x for x in lines if prefer in x.lower()), lines[0])
+    return f"{type(exc).__name__}: {line[:200]}"
 
 
 def _extract_state_dict(obj: Any, name: str) -> OrderedDict[str, torch.Tensor]:
@@ -257,8 +274,8 @@ def download_pretrained(name: str, progress: bool = True) -> str:
     cfg = get_pretrained_config(name)
     mirror = os.environ.get("GPUNET_NGC_MIRROR")
     url = f"{mirror.rstrip('/')}/{cfg.filename}" if mirror else cfg.url
-    if mirror and not hub.is_url(url):
-        url = "file://" + os.path.abspath(url)
+    if mirror and not hub.is_url(url):  # a folder: percent-encode it (spaces, '#', '%' in the path)
+        url = Path(os.path.abspath(url)).as_uri()
     hint = (f"{cfg.display_name} weights come from NGC ({cfg.url}, NVIDIA's terms). " + _OFFLINE_HINT +
             f" The file must be named {cfg.filename} there.")
     return os.fspath(hub.download(url, cfg.filename, sha256=cfg.sha256, progress=progress, hint=hint))
@@ -268,6 +285,7 @@ def load_weights(model: nn.Module, source: str | os.PathLike[str], progress: boo
     """Load a checkpoint in any supported form into a GPUNet / GPUNetFeatures built for its architecture."""
     path = resolve_weights_path(source, progress)
     state_dict, _ = read_checkpoint(path)
+    original = state_dict
     arch: Architecture = model.arch  # type: ignore[assignment]
     unknown: list[str] = []
     if is_nvidia_layout(state_dict):
@@ -281,7 +299,8 @@ def load_weights(model: nn.Module, source: str | os.PathLike[str], progress: boo
     unexpected = unknown + [k for k in state_dict if k not in target]
     misshaped = [k for k in state_dict if k in target and state_dict[k].shape != target[k].shape]
     if missing or unexpected or misshaped:
-        raise WeightsError(_mismatch_message(path, arch, state_dict, target, missing, unexpected, misshaped))
+        raise WeightsError(_mismatch_message(path, arch, original, state_dict, target, missing, unexpected,
+                                             misshaped))
     model.load_state_dict(state_dict)
     return model
 
@@ -311,14 +330,15 @@ def _adapt_classifier(model: nn.Module, state_dict: OrderedDict[str, torch.Tenso
                 "initialised", path, weight.shape[0], model.num_classes)
 
 
-def _mismatch_message(path: str, arch: Architecture, got: Mapping[str, torch.Tensor],
-                      target: Mapping[str, torch.Tensor], missing: list[str], unexpected: list[str],
-                      misshaped: list[str]) -> str:
+def _mismatch_message(path: str, arch: Architecture, original: Mapping[str, torch.Tensor],
+                      got: Mapping[str, torch.Tensor], target: Mapping[str, torch.Tensor], missing: list[str],
+                      unexpected: list[str], misshaped: list[str]) -> str:
+    """`original`: the checkpoint's tensors as read (for recognising the model); `got`: renamed for `arch`."""
     from gpunet.zoo import find_model_name
 
     name = find_model_name(arch) or "the given architecture"
     lines = [f"{path}: checkpoint does not fit {name}."]
-    guess = guess_model(got)
+    guess = guess_model(original)
     if guess and guess != name:
         lines.append(f"It looks like a checkpoint of {guess}: create the model with that name instead.")
     if missing:
