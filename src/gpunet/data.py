@@ -35,7 +35,7 @@ def is_image_path(path: str | os.PathLike[str]) -> bool:
 
 
 def _walk_images(folder: str) -> list[str]:
-    found = []
+    found: list[str] = []
     for dirpath, dirnames, filenames in os.walk(folder, followlinks=True):
         dirnames[:] = sorted(d for d in dirnames if not d.startswith("."))
         found.extend(os.path.join(dirpath, f) for f in sorted(filenames)
@@ -103,7 +103,7 @@ def load_image(path: str | os.PathLike[str]) -> tuple[Image.Image | None, str | 
         return None, f"refused: {exc}"
     except (OSError, SyntaxError, ValueError, EOFError, TypeError) as exc:
         text = str(exc) or type(exc).__name__
-        if "truncated" in text:
+        if "truncated" in text.lower():
             text = f"corrupt or truncated image ({text})"
         return None, text
 

@@ -285,23 +285,35 @@ def load_weights(model: nn.Module, source: str | os.PathLike[str], progress: boo
     """Load a checkpoint in any supported form into a GPUNet / GPUNetFeatures built for its architecture."""
     path = resolve_weights_path(source, progress)
     state_dict, _ = read_checkpoint(path)
+    return load_state_dict(model, state_dict, path)
+
+
+def checkpoint_num_classes(state_dict: Mapping[str, torch.Tensor], arch: Architecture) -> int | None:
+    """The class count of a checkpoint's classifier (either naming), None if it has none."""
+    ours = from_nvidia(state_dict, arch)[0] if is_nvidia_layout(state_dict) else state_dict
+    weight = ours.get("classifier.weight")
+    return int(weight.shape[0]) if weight is not None and weight.ndim == 2 else None
+
+
+def load_state_dict(model: nn.Module, state_dict: Mapping[str, torch.Tensor], path: str) -> nn.Module:
+    """Load tensors read from `path` (NVIDIA's or our names) into `model`, with specific errors."""
     original = state_dict
     arch: Architecture = model.arch  # type: ignore[assignment]
     unknown: list[str] = []
+    ours = OrderedDict(state_dict)
     if is_nvidia_layout(state_dict):
-        state_dict, unknown = from_nvidia(state_dict, arch)
+        ours, unknown = from_nvidia(state_dict, arch)
     target = model.state_dict()
     if not hasattr(model, "classifier"):  # a feature backbone: drop what only the full classifier has
         full = _meta_state_dict(arch)
-        state_dict = OrderedDict((k, v) for k, v in state_dict.items() if k in target or k not in full)
-    _adapt_classifier(model, state_dict, path)
-    missing = [k for k in target if k not in state_dict]
-    unexpected = unknown + [k for k in state_dict if k not in target]
-    misshaped = [k for k in state_dict if k in target and state_dict[k].shape != target[k].shape]
+        ours = OrderedDict((k, v) for k, v in ours.items() if k in target or k not in full)
+    _adapt_classifier(model, ours, path)
+    missing = [k for k in target if k not in ours]
+    unexpected = unknown + [k for k in ours if k not in target]
+    misshaped = [k for k in ours if k in target and ours[k].shape != target[k].shape]
     if missing or unexpected or misshaped:
-        raise WeightsError(_mismatch_message(path, arch, original, state_dict, target, missing, unexpected,
-                                             misshaped))
-    model.load_state_dict(state_dict)
+        raise WeightsError(_mismatch_message(path, arch, original, ours, target, missing, unexpected, misshaped))
+    model.load_state_dict(ours)
     return model
 
 

@@ -270,8 +270,9 @@ def create_model(name_or_path: str | os.PathLike[str] | Architecture, *, pretrai
     `.safetensors` file (architecture from its metadata; its weights are loaded too), or an
     `Architecture`. `pretrained=True` downloads NVIDIA's NGC checkpoint (cached);
     `weights=` takes a local file (NGC zip, timm `.pth.tar`, bare state dict,
-    `.safetensors`) or an http(s)/file URL. A `num_classes` different from the
-    checkpoint's keeps the backbone and starts a fresh classifier.
+    `.safetensors`) or an http(s)/file URL. Without `num_classes` the class count follows
+    the checkpoint (else the architecture); a `num_classes` different from the
+    checkpoint's keeps the backbone and starts a fresh classifier (fine-tuning).
     """
     from gpunet import weights as W
 
@@ -284,6 +285,12 @@ def create_model(name_or_path: str | os.PathLike[str] | Architecture, *, pretrai
             raise ValueError("pretrained=True needs one of the released models "
                              f"({', '.join(_ZOO)}); for a custom architecture pass weights=PATH")
         weights = W.download_pretrained(zoo_name, progress=progress)
+    path, state_dict = None, None
+    if weights is not None:
+        path = W.resolve_weights_path(weights, progress)
+        state_dict, _ = W.read_checkpoint(path)
+        if num_classes is None:
+            num_classes = W.checkpoint_num_classes(state_dict, arch)
     model: nn.Module
     if features_only:
         model = GPUNetFeatures(arch, out_indices, drop_path_rate=drop_path_rate)
@@ -291,6 +298,6 @@ def create_model(name_or_path: str | os.PathLike[str] | Architecture, *, pretrai
         model = GPUNet(arch, num_classes, drop_rate=drop_rate, drop_path_rate=drop_path_rate)
     if zoo_name is not None:
         model.pretrained_cfg = get_pretrained_config(zoo_name).to_dict()
-    if weights is not None:
-        W.load_weights(model, weights, progress=progress)
+    if state_dict is not None and path is not None:
+        W.load_state_dict(model, state_dict, path)
     return model.eval()

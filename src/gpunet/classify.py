@@ -1,0 +1,255 @@
+"""`Classifier`: a GPUNet loaded once with its weights and preprocessing; top-k labels for images.
+
+    clf = gpunet.Classifier("gpunet_d1", pretrained=True)
+    for p in clf.predict(["cat.jpg", pil_image]):
+        print(p.source, p.label, p.prob)
+
+Inputs may be file paths, PIL images (any mode; converted like `gpunet.to_rgb`) or tensors.
+Tensors are taken as *already preprocessed* model inputs: (3, H, W) or (N, 3, H, W),
+normalised like `gpunet.eval_transform(model)` produces. A file that cannot be read
+gives a `Prediction` with `error` set instead of stopping the others.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import sys
+from collections.abc import Iterable, Iterator, Sequence
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+from typing import Any, Union
+
+import torch
+from PIL import Image
+from torch import nn
+
+from gpunet.data import load_image
+from gpunet.labels import class_ids, class_names
+from gpunet.transforms import eval_transform, to_rgb
+
+ImageInput = Union[str, "os.PathLike[str]", Image.Image, torch.Tensor]
+
+
+class RandomWeightsError(ValueError):
+    """A classifier was asked for without trained weights."""
+
+
+@dataclass(frozen=True)
+class TopK:
+    """One of the top-k classes: index into the model's outputs, its id (ImageNet synset), name, probability."""
+
+    index: int
+    label: str
+    prob: float
+    class_id: str = ""
+
+
+@dataclass(frozen=True)
+class Prediction:
+    """The top-k classes for one input, or why it could not be classified."""
+
+    source: str
+    topk: list[TopK] = field(default_factory=list)
+    error: str | None = None
+
+    @property
+    def ok(self) -> bool:
+        return self.error is None
+
+    def _top(self) -> TopK:
+        if self.error is not None:
+            raise ValueError(f"{self.source}: {self.error}")
+        return self.topk[0]
+
+    @property
+    def index(self) -> int:
+        return self._top().index
+
+    @property
+    def label(self) -> str:
+        return self._top().label
+
+    @property
+    def prob(self) -> float:
+        return self._top().prob
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"source": self.source, "error": self.error,
+                "topk": [{"rank": r, "index": t.index, "class_id": t.class_id, "label": t.label, "prob": t.prob}
+                         for r, t in enumerate(self.topk, start=1)]}
+
+
+# ---------------------------------------------------------------------------- device / precision
+
+def resolve_device(device: str | torch.device | None = "auto") -> torch.device:
+    """`auto` -> cuda when available, else cpu; asking for an unavailable cuda is an error."""
+    if device is None or str(device) == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    dev = torch.device(device)
+    if dev.type == "cuda" and not torch.cuda.is_available():
+        raise ValueError("device 'cuda' requested but PyTorch sees no CUDA GPU (torch.cuda.is_available() is "
+                         f"False; torch {torch.__version__}); use --device cpu or auto")
+    return dev
+
+
+def autocast(device: torch.device, amp: bool) -> contextlib.AbstractContextManager[Any]:
+    """Mixed precision: fp16 on CUDA, bf16 on CPU; a no-op when `amp` is False."""
+    if not amp:
+        return contextlib.nullcontext()
+    dtype = torch.float16 if device.type == "cuda" else torch.bfloat16
+    return torch.autocast(device_type=device.type, dtype=dtype)
+
+
+# ---------------------------------------------------------------------------- model loading
+
+def load_model(model: str | os.PathLike[str] | nn.Module = "gpunet_d1", *,
+               weights: str | os.PathLike[str] | None = None, pretrained: bool = False,
+               num_classes: int | None = None, random_weights: bool = False, progress: bool = True) -> nn.Module:
+    """A GPUNet ready for inference, refusing anything that would classify with untrained weights.
+
+    Without `num_classes` the class count follows the checkpoint (a 10-class checkpoint gives a
+    10-class model). With `num_classes`, a checkpoint with another count is an error (never a
+    silently fresh classifier). `random_weights=True` allows an untrained model (smoke tests).
+    """
+    from gpunet.weights import WeightsError
+    from gpunet.zoo import create_model
+
+    if isinstance(model, nn.Module):
+        return model.eval()
+    own_weights = os.fspath(model).endswith(".safetensors")
+    if weights is None and not pretrained and not own_weights and not random_weights:
+        raise RandomWeightsError(
+            f"no weights for {os.fspath(model)}: a model with random weights gives meaningless labels. Pass "
+            "pretrained=True (--pretrained) for NVIDIA's NGC checkpoint, weights=PATH (--weights PATH) for a "
+            "local checkpoint, or random_weights=True (--random-weights) for a smoke test")
+    untrained = weights is None and not pretrained and not own_weights
+    net = create_model(model, pretrained=pretrained, weights=weights, progress=progress,  # classes follow the file
+                       num_classes=num_classes if untrained else None)
+    if num_classes is not None and getattr(net, "num_classes", num_classes) != num_classes:
+        raise WeightsError(f"{weights or model} has a classifier for {net.num_classes} classes but {num_classes} "
+                           "are needed; classifying with a freshly initialised classifier would be meaningless")
+    return net.eval()
+
+
+def _source_name(item: Any, i: int) -> str:
+    if isinstance(item, (str, os.PathLike)):
+        return os.fspath(item)
+    if isinstance(item, Image.Image):
+        return getattr(item, "filename", "") or f"<image {i}>"
+    return f"<tensor {i}>"
+
+
+class Classifier:
+    """A GPUNet with its weights, evaluation transform, device and precision, built once."""
+
+    def __init__(self, model: str | os.PathLike[str] | nn.Module = "gpunet_d1", *, pretrained: bool = False,
+                 weights: str | os.PathLike[str] | None = None, device: str | torch.device | None = "auto",
+                 amp: bool = False, channels_last: bool = False, batch_size: int = 16, img_size: int | None = None,
+                 crop_pct: float | None = None, labels: Sequence[str] | None = None, workers: int | None = None,
+                 random_weights: bool = False, progress: bool = True) -> None:
+        self.device = resolve_device(device)
+        self.model = load_model(model, weights=weights, pretrained=pretrained, random_weights=random_weights,
+                                progress=progress)
+        self.random_weights = random_weights and weights is None and not pretrained
+        self.amp = amp
+        self.channels_last = channels_last
+        self.batch_size = max(1, int(batch_size))
+        self.workers = workers if workers is not None else min(4, os.cpu_count() or 1)
+        self.transform = eval_transform(self.model, img_size=img_size, crop_pct=crop_pct)
+        self.num_classes = int(getattr(self.model, "num_classes", 0) or 0)
+        self.labels = class_names(self.num_classes, list(labels) if labels is not None else None)
+        self.class_ids = class_ids(self.num_classes)
+        self.model.to(self.device)
+        if channels_last:
+            self.model.to(memory_format=torch.channels_last)
+
+    @property
+    def name(self) -> str:
+        cfg = getattr(self.model, "pretrained_cfg", None) or {}
+        return str(cfg.get("name") or "custom")
+
+    # ------------------------------------------------------------------ core
+    @torch.no_grad()
+    def logits(self, batch: torch.Tensor) -> torch.Tensor:
+        """Raw float32 logits of an already-preprocessed (N, 3, H, W) batch."""
+        x = batch.to(self.device, non_blocking=True)
+        if self.channels_last:
+            x = x.contiguous(memory_format=torch.channels_last)
+        with autocast(self.device, self.amp):
+            out = self.model(x)
+        return out.float()
+
+    def _topk(self, logits: torch.Tensor, k: int) -> list[list[TopK]]:
+        probs = logits.softmax(dim=1)
+        k = min(k, probs.shape[1])
+        values, indices = probs.topk(k, dim=1)
+        return [[TopK(int(i), self.labels[int(i)], float(v), self.class_ids[int(i)])
+                 for v, i in zip(vs, ix, strict=True)]
+                for vs, ix in zip(values.cpu(), indices.cpu(), strict=True)]
+
+    def _prepare(self, item: Any) -> tuple[torch.Tensor | None, str | None]:
+        """One input -> (preprocessed (3, H, W) tensor, None) or (None, error)."""
+        if isinstance(item, torch.Tensor):
+            if item.dim() != 3 or item.shape[0] != 3:
+                return None, f"expected a preprocessed (3, H, W) tensor, got shape {tuple(item.shape)}"
+            return item.float(), None
+        if isinstance(item, Image.Image):
+            try:
+                return self.transform(to_rgb(item)), None
+            except (OSError, ValueError) as exc:
+                return None, f"cannot convert image: {exc}"
+        image, error = load_image(item)
+        if image is None:
+            return None, error
+        return self.transform(image), None
+
+    # ------------------------------------------------------------------ public
+    def predict(self, inputs: ImageInput | Iterable[ImageInput], top_k: int = 5, *, batch_size: int | None = None,
+                progress: bool | None = False) -> list[Prediction]:
+        """Top-k predictions for one input or many, in input order (see the module docstring)."""
+        return list(self.iter_predict(inputs, top_k, batch_size=batch_size, progress=progress))
+
+    __call__ = predict
+
+    def iter_predict(self, inputs: ImageInput | Iterable[ImageInput], top_k: int = 5, *,
+                     batch_size: int | None = None, progress: bool | None = False) -> Iterator[Prediction]:
+        """Like `predict`, yielding results batch by batch (for long lists)."""
+        items = _as_items(inputs)
+        bs = batch_size or self.batch_size
+        n_batches = (len(items) + bs - 1) // bs
+        from tqdm.auto import tqdm
+
+        disable = True if (progress is False or n_batches <= 1) else (None if progress is None else False)
+        chunks = [items[i:i + bs] for i in range(0, len(items), bs)]
+        with ThreadPoolExecutor(max_workers=max(1, self.workers)) as pool, tqdm(
+                total=len(items), unit="img", desc=f"{self.name}", disable=disable, file=sys.stderr,
+                leave=False) as bar:
+            # decode the next batch while the model runs on this one; at most two batches in memory
+            pending = [pool.submit(self._prepare, item) for item in chunks[0]] if chunks else []
+            for c, chunk in enumerate(chunks):
+                ready = [f.result() for f in pending]
+                pending = [pool.submit(self._prepare, item) for item in chunks[c + 1]] if c + 1 < len(chunks) else []
+                good = [j for j, (t, _) in enumerate(ready) if t is not None]
+                results: dict[int, list[TopK]] = {}
+                if good:
+                    batch = torch.stack([ready[j][0] for j in good])  # type: ignore[misc]
+                    for j, top in zip(good, self._topk(self.logits(batch), top_k), strict=True):
+                        results[j] = top
+                for j, item in enumerate(chunk):
+                    src = _source_name(item, c * bs + j)
+                    if j in results:
+                        yield Prediction(src, results[j])
+                    else:
+                        yield Prediction(src, [], ready[j][1])
+                bar.update(len(chunk))
+
+
+def _as_items(inputs: Any) -> list[Any]:
+    if isinstance(inputs, (str, os.PathLike, Image.Image)):
+        return [inputs]
+    if isinstance(inputs, torch.Tensor):
+        if inputs.dim() == 4:
+            return list(inputs)
+        return [inputs]
+    return list(inputs)

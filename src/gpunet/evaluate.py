@@ -1,0 +1,195 @@
+"""Accuracy on an ImageFolder dataset (top-1, top-5, loss, throughput), like timm's validate.py.
+
+    result = gpunet.validate("gpunet_d1", "imagenet/val", pretrained=True)
+    gpunet.append_results("results.csv", result)
+
+Unreadable images are skipped, listed in `result.failed`, and not counted.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+import os
+import sys
+import time
+from dataclasses import asdict, dataclass, field
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from gpunet._io import atomic_write_bytes
+from gpunet.classify import autocast, load_model, resolve_device
+from gpunet.data import ImageFolder, collate
+from gpunet.transforms import _preprocess_config, eval_transform
+
+
+@dataclass
+class ValidationResult:
+    """What `validate` measured. Accuracies are percentages; loss is the mean cross-entropy."""
+
+    model: str
+    top1: float
+    top5: float
+    loss: float
+    count: int
+    images_per_s: float
+    img_size: int
+    crop_pct: float
+    interpolation: str
+    num_classes: int
+    data_dir: str
+    weights: str
+    batch_size: int
+    device: str
+    amp: bool
+    channels_last: bool
+    imagenet_classes: bool
+    failed: list[str] = field(default_factory=list)
+    time: str = ""
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+    def row(self) -> dict[str, Any]:
+        """Flat form for CSV: the failed files become a count."""
+        d = self.to_dict()
+        d["failed"] = len(self.failed)
+        return d
+
+
+def _correct_topk(logits: torch.Tensor, target: torch.Tensor, ks: tuple[int, ...]) -> list[int]:
+    maxk = min(max(ks), logits.shape[1])
+    pred = logits.topk(maxk, dim=1).indices
+    hit = pred.eq(target.view(-1, 1))
+    return [int(hit[:, :min(k, maxk)].any(dim=1).sum()) for k in ks]
+
+
+def validate(model: str | os.PathLike[str] | nn.Module, data_dir: str | os.PathLike[str], *,
+             weights: str | os.PathLike[str] | None = None, pretrained: bool = False, img_size: int | None = None,
+             crop_pct: float | None = None, batch_size: int = 64, workers: int = 2, amp: bool = False,
+             channels_last: bool = False, device: str | torch.device | None = "auto", limit: int | None = None,
+             progress: bool | None = None, random_weights: bool = False) -> ValidationResult:
+    """Evaluate a GPUNet on `data_dir` (ImageFolder layout: `data_dir/<class>/<image>`).
+
+    ImageNet synset folders (`n01440764`, ...) map to the 1000 ImageNet classes; other
+    folder names are sorted and numbered, and the checkpoint must have that many classes.
+    `limit` evaluates N images spread evenly over the dataset.
+    """
+    dev = resolve_device(device)
+    # the dataset first: a wrong folder fails fast, before a large checkpoint is read
+    dataset = ImageFolder(data_dir, limit=limit)
+    num_classes = None if dataset.imagenet else dataset.num_classes
+    if isinstance(model, nn.Module):
+        net = model.eval()
+    else:
+        net = load_model(model, weights=weights, pretrained=pretrained, num_classes=num_classes,
+                         random_weights=random_weights, progress=bool(sys.stderr.isatty()))
+    model_classes = int(getattr(net, "num_classes", 0) or 0)
+    if dataset.imagenet and model_classes != 1000:
+        raise ValueError(f"{dataset.root}: the class folders are ImageNet synsets, but the model has {model_classes} "
+                         "classes (1000 needed)")
+    cfg = _preprocess_config(net)
+    size = img_size or int(cfg["input_size"][-1])
+    pct = crop_pct or float(cfg["crop_pct"])
+    dataset.transform = eval_transform(net, img_size=size, crop_pct=pct)
+    net.to(dev)
+    if channels_last:
+        net.to(memory_format=torch.channels_last)
+
+    loader = torch.utils.data.DataLoader(dataset, batch_size=batch_size, shuffle=False, num_workers=workers,
+                                         collate_fn=collate, pin_memory=dev.type == "cuda",
+                                         persistent_workers=False)
+    from tqdm.auto import tqdm
+
+    n_batches = len(loader)
+    disable = True if (progress is False or n_batches <= 1) else (None if progress is None else False)
+    count = correct1 = correct5 = 0
+    loss_sum = 0.0
+    failed: list[str] = []
+    start = time.perf_counter()
+    with torch.no_grad(), tqdm(total=len(dataset), unit="img", desc="validate", disable=disable,
+                               file=sys.stderr, leave=False) as bar:
+        for batch in loader:
+            for index, message in batch["errors"]:
+                failed.append(f"{dataset.samples[index][0]}: {message}")
+            x = batch["input"]
+            if x is not None:
+                x = x.to(dev, non_blocking=True)
+                if channels_last:
+                    x = x.contiguous(memory_format=torch.channels_last)
+                target = batch["target"].to(dev)
+                with autocast(dev, amp):
+                    logits = net(x)
+                logits = logits.float()
+                loss_sum += float(F.cross_entropy(logits, target, reduction="sum"))
+                c1, c5 = _correct_topk(logits, target, (1, 5))
+                correct1 += c1
+                correct5 += c5
+                count += int(target.numel())
+                if not bar.disable:
+                    bar.set_postfix(top1=f"{100.0 * correct1 / count:.2f}", refresh=False)
+            bar.update(len(batch["index"]) + len(batch["errors"]))
+    if dev.type == "cuda":
+        torch.cuda.synchronize(dev)
+    elapsed = time.perf_counter() - start
+    if count == 0:
+        raise ValueError(f"{dataset.root}: none of the {len(dataset)} images could be read: "
+                         + "; ".join(failed[:3]))
+    name = (getattr(net, "pretrained_cfg", None) or {}).get("name") or (
+        os.fspath(model) if not isinstance(model, nn.Module) else "custom")
+    if pretrained and weights is None:
+        mirror = os.environ.get("GPUNET_NGC_MIRROR")
+        weights_desc = f"pretrained, NGC mirror {mirror}" if mirror else "pretrained, NGC"
+    elif weights is not None:
+        weights_desc = os.fspath(weights)
+    elif isinstance(model, (str, os.PathLike)) and os.fspath(model).endswith(".safetensors"):
+        weights_desc = os.fspath(model)
+    else:
+        weights_desc = "random" if random_weights else "in-memory model"
+    return ValidationResult(
+        model=str(name), top1=100.0 * correct1 / count, top5=100.0 * correct5 / count, loss=loss_sum / count,
+        count=count, images_per_s=count / elapsed if elapsed > 0 else float("inf"), img_size=size, crop_pct=pct,
+        interpolation=str(cfg["interpolation"]), num_classes=model_classes, data_dir=dataset.root,
+        weights=weights_desc, batch_size=batch_size, device=str(dev), amp=amp, channels_last=channels_last,
+        imagenet_classes=dataset.imagenet, failed=failed, time=time.strftime("%Y-%m-%dT%H:%M:%S"))
+
+
+def append_results(path: str | os.PathLike[str], result: ValidationResult | dict[str, Any]) -> None:
+    """Append one result to a `.json` list or a CSV table (header written once), atomically.
+
+    A CSV whose columns differ from the new row's is rewritten with the union of columns.
+    """
+    path = os.fspath(path)
+    row = result.row() if isinstance(result, ValidationResult) else dict(result)
+    if path.lower().endswith(".json"):
+        rows: list[Any] = []
+        if os.path.exists(path) and os.path.getsize(path) > 0:
+            with open(path, encoding="utf-8") as f:
+                try:
+                    rows = json.load(f)
+                except json.JSONDecodeError as exc:
+                    raise ValueError(f"{path}: exists but is not valid JSON ({exc}); not overwriting it") from None
+            if not isinstance(rows, list):
+                raise ValueError(f"{path}: exists but is not a JSON list; not overwriting it")
+        full = result.to_dict() if isinstance(result, ValidationResult) else row
+        rows.append(full)
+        atomic_write_bytes(path, (json.dumps(rows, indent=2) + "\n").encode())
+        return
+    old_rows: list[dict[str, Any]] = []
+    fields = list(row)
+    if os.path.exists(path) and os.path.getsize(path) > 0:
+        with open(path, newline="", encoding="utf-8") as f:
+            reader = csv.DictReader(f)
+            old_fields = list(reader.fieldnames or [])
+            old_rows = list(reader)
+        fields = old_fields + [k for k in row if k not in old_fields]
+    out = io.StringIO()
+    writer = csv.DictWriter(out, fieldnames=fields, lineterminator="\n")
+    writer.writeheader()
+    writer.writerows(old_rows)
+    writer.writerow(row)
+    atomic_write_bytes(path, out.getvalue().encode())

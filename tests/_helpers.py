@@ -1,0 +1,173 @@
+"""Shared test helpers: generated images and datasets, NVIDIA-layout checkpoints, a loopback mirror,
+and running the real `gpunet` command in a subprocess."""
+
+from __future__ import annotations
+
+import contextlib
+import functools
+import http.server
+import io
+import json
+import os
+import subprocess
+import sys
+import threading
+import zipfile
+from collections.abc import Iterator, Sequence
+from pathlib import Path
+
+import numpy as np
+import torch
+from PIL import Image
+
+import gpunet
+from gpunet.weights import save_nvidia_checkpoint
+
+ROOT = Path(__file__).resolve().parents[1]
+REFERENCE = ROOT.parent / "shared" / "reference"
+
+# A tiny non-distilled GPUNet in NVIDIA's JSON format (32 px, cheap on CPU).
+TINY_ARCH = [
+    {"layer_type": "data", "img_resolution": 32, "distill": False},
+    {"layer_type": "head", "num_in_channels": 3, "num_out_channels": 8, "act": "relu"},
+    {"layer_type": "fused_irb", "num_in_channels": 8, "num_out_channels": 8, "stride": 1, "expansion": 2,
+     "kernel_size": 3, "act": "swish", "use_se": False, "stage": 1},
+    {"layer_type": "irb", "num_in_channels": 8, "num_out_channels": 16, "stride": 2, "expansion": 3,
+     "kernel_size": 3, "act": "relu", "use_se": True, "stage": 2},
+    {"layer_type": "tail", "num_in_channels": 16, "num_out_channels": 32, "num_classes": 1000},
+]
+
+
+def write_tiny_arch(path: Path, num_classes: int = 1000) -> Path:
+    arch = [dict(e) for e in TINY_ARCH]
+    arch[-1]["num_classes"] = num_classes
+    path.write_text(json.dumps(arch, indent=2))
+    return path
+
+
+def run_cli(args: Sequence[str], env: dict[str, str] | None = None, cwd: Path | None = None,
+            timeout: float = 180) -> subprocess.CompletedProcess[str]:
+    """The real command line: `python -m gpunet ARGS` in a fresh process."""
+    full_env = dict(os.environ)
+    full_env.pop("GPUNET_NGC_MIRROR", None)
+    full_env.update({"PYTHONWARNINGS": "ignore", "OMP_NUM_THREADS": "2"})
+    full_env.update(env or {})
+    return subprocess.run([sys.executable, "-m", "gpunet", *map(str, args)], capture_output=True, text=True,
+                          env=full_env, cwd=cwd or ROOT, timeout=timeout)
+
+
+# ---------------------------------------------------------------------------- checkpoints
+
+def biased_model(name_or_json: str | os.PathLike[str], order: Sequence[int], num_classes: int | None = None,
+                 seed: int = 0) -> torch.nn.Module:
+    """A model whose logits ignore the input: classifier weight 0, bias ranking `order` first (in that order)."""
+    torch.manual_seed(seed)
+    model = gpunet.create_model(name_or_json, num_classes=num_classes)
+    with torch.no_grad():
+        model.classifier.weight.zero_()
+        bias = torch.linspace(-1.0, 0.0, model.num_classes)  # the others: distinct, below the chosen ones
+        for rank, k in enumerate(order):
+            bias[k] = 10.0 - rank
+        model.classifier.bias.copy_(bias)
+    return model
+
+
+def expected_bias(model: torch.nn.Module) -> torch.Tensor:
+    return model.classifier.bias.detach().clone()
+
+
+def save_ngc_zip(model: torch.nn.Module, zip_path: Path, member: str) -> Path:
+    """NVIDIA's layout (timm CheckpointSaver dict) inside an NGC-style zip."""
+    pth = zip_path.with_suffix(".pth.tar")
+    save_nvidia_checkpoint(model, pth, layout="timm")
+    with zipfile.ZipFile(zip_path, "w", compression=zipfile.ZIP_STORED) as zf:
+        zf.write(pth, arcname=member)
+    pth.unlink()
+    return zip_path
+
+
+def save_zoo_mirror(model: torch.nn.Module, name: str, folder: Path) -> Path:
+    """Put `model` into `folder` exactly as the NGC zip of zoo model `name` would be named."""
+    cfg = gpunet.get_pretrained_config(name)
+    folder.mkdir(parents=True, exist_ok=True)
+    return save_ngc_zip(model, folder / cfg.filename, f"{cfg.nvidia_key}.pth.tar")
+
+
+class _QuietHandler(http.server.SimpleHTTPRequestHandler):
+    def log_message(self, format: str, *args: object) -> None:  # noqa: A002
+        pass
+
+
+@contextlib.contextmanager
+def loopback_server(folder: Path) -> Iterator[str]:
+    """Serve `folder` on 127.0.0.1 (random port) for the duration of the block; yields the base URL."""
+    handler = functools.partial(_QuietHandler, directory=str(folder))
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    try:
+        yield f"http://127.0.0.1:{server.server_address[1]}"
+    finally:
+        server.shutdown()
+        server.server_close()
+        thread.join(5)
+
+
+# ---------------------------------------------------------------------------- images
+
+def rgb_array(w: int, h: int, seed: int) -> np.ndarray:
+    rng = np.random.default_rng(seed)
+    base = rng.integers(0, 256, (h // 4 + 1, w // 4 + 1, 3), dtype=np.uint8)
+    return np.kron(base, np.ones((4, 4, 1), dtype=np.uint8))[:h, :w]
+
+
+def odd_mode_images(folder: Path, size: tuple[int, int] = (40, 30)) -> dict[str, Path]:
+    """One file per awkward PIL mode, plus a truncated JPEG and a text file named .png."""
+    folder.mkdir(parents=True, exist_ok=True)
+    w, h = size
+    rgb = Image.fromarray(rgb_array(w, h, 1))
+    files: dict[str, Path] = {}
+
+    def save(key: str, im: Image.Image, name: str, **kw: object) -> None:
+        files[key] = folder / name
+        im.save(files[key], **kw)
+
+    save("RGB", rgb, "rgb.jpg", quality=90)
+    save("L", rgb.convert("L"), "gray.png")
+    la = rgb.convert("LA")
+    la.putalpha(Image.linear_gradient("L").resize(size))
+    save("LA", la, "gray_alpha.png")
+    rgba = rgb.convert("RGBA")
+    rgba.putalpha(Image.linear_gradient("L").resize(size))
+    save("RGBA", rgba, "rgba.png")
+    p = rgb.convert("P", palette=Image.Palette.ADAPTIVE, colors=16)
+    save("P", p, "palette_transparent.png", transparency=0)
+    save("CMYK", rgb.convert("CMYK"), "cmyk.jpg", quality=90)
+    i16 = Image.fromarray(np.asarray(rgb.convert("L"), dtype=np.uint16) * 257)
+    save("I;16", i16, "gray16.png")
+    i32 = Image.fromarray(np.asarray(rgb.convert("L"), dtype=np.int32) * 1000 - 5000)
+    save("I", i32, "gray32.tif")
+    good = io.BytesIO()
+    rgb.save(good, "JPEG", quality=90)
+    files["corrupt"] = folder / "truncated.jpg"
+    files["corrupt"].write_bytes(good.getvalue()[: len(good.getvalue()) // 3])
+    files["not_image"] = folder / "notes.png"
+    files["not_image"].write_text("this is not an image\n")
+    return files
+
+
+def make_image_folder(root: Path, class_counts: dict[str, int], size: tuple[int, int] = (36, 28),
+                      seed: int = 0) -> dict[str, list[Path]]:
+    """root/<class>/<i>.png|.jpg with random patterns; returns the files per class."""
+    out: dict[str, list[Path]] = {}
+    n = seed
+    for cls, count in class_counts.items():
+        (root / cls).mkdir(parents=True, exist_ok=True)
+        out[cls] = []
+        for i in range(count):
+            n += 1
+            im = Image.fromarray(rgb_array(*size, n))
+            path = root / cls / (f"img{i:02d}.png" if i % 2 else f"img{i:02d}.jpg")
+            im.save(path)
+            out[cls].append(path)
+    return out
