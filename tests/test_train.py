@@ -1,0 +1,271 @@
+"""Training: recipes, exact resume after SIGTERM, torchrun = single process, distillation, fine-tuning.
+
+Everything runs on CPU with a few-layer GPUNet JSON, 32-48 px images and 16 images.
+Subprocess tests use the real entry point (`python -m gpunet.train`, `torchrun -m gpunet.train`).
+"""
+
+from __future__ import annotations
+
+import re
+import signal
+import subprocess
+from pathlib import Path
+from typing import Any
+
+import pytest
+import torch
+import yaml
+from _train_helpers import PYTHON, TINY_A, TINY_B, env, load_ckpt, make_dataset, run_train, write_arch
+
+import gpunet
+from gpunet.distill import kd_loss
+from gpunet.recipes import RECIPES, RecipeError, resolve_config, scaled_lr
+from gpunet.train import Trainer, main, train
+from gpunet.weights import save_nvidia_checkpoint
+
+
+@pytest.fixture(scope="module")
+def work(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    root = tmp_path_factory.mktemp("train")
+    make_dataset(root / "data")
+    make_dataset(root / "data3", classes=3, train_per_class=4, val_per_class=2, seed=1)
+    write_arch(root / "tiny_a.json", TINY_A)
+    write_arch(root / "tiny_b.json", TINY_B)
+    return root
+
+
+def _quiet(**kw: Any) -> dict[str, Any]:
+    base = {"workers": 0, "device": "cpu", "log_interval": 1000}
+    base.update(kw)
+    return base
+
+
+# ---------------------------------------------------------------------------- recipes
+
+@pytest.mark.parametrize("name", list(RECIPES))
+def test_recipe_resolves_to_nvidias_hyperparameters(name: str) -> None:
+    cfg = resolve_config(name)
+    r = RECIPES[name]
+    assert cfg["model"] == name and cfg["recipe"] == name
+    assert (cfg["opt"], cfg["opt_eps"], cfg["sched"], cfg["epochs"]) == ("rmsproptf", 1e-3, "step", 450)
+    assert (cfg["decay_epochs"], cfg["decay_rate"], cfg["warmup_lr"], cfg["weight_decay"]) == (2.4, 0.97, 1e-6, 1e-5)
+    assert cfg["model_ema"] and cfg["model_ema_decay"] == 0.9999 and cfg["amp"]
+    assert (cfg["aa"], cfg["reprob"], cfg["remode"]) == ("rand-m9-mstd0.5", 0.2, "pixel")
+    assert cfg["drop"] == 0.2
+    assert cfg["batch_size"] == {"gpunet_d2": 128, "gpunet_p0": 256, "gpunet_p1": 256}.get(name, 192)
+    nvidia_lr = 0.08 if name in ("gpunet_p0", "gpunet_p1") else 0.06
+    assert scaled_lr(cfg, world_size=8) == pytest.approx(nvidia_lr)  # NVIDIA's 8 GPUs: its lr exactly
+    assert scaled_lr(cfg, world_size=1) == pytest.approx(nvidia_lr / 8)  # one GPU: scaled by the global batch
+    assert cfg["img_size"] == gpunet.get_pretrained_config(name).input_size[-1]
+    assert cfg["crop_pct"] == gpunet.get_pretrained_config(name).crop_pct
+    assert cfg["drop_path"] == (0.0 if name in ("gpunet_d1", "gpunet_d2") else 0.2)
+    teachers = {"gpunet_p0": ("tf_efficientnet_b2", 260), "gpunet_p1": ("tf_efficientnet_b2", 260),
+                "gpunet_d1": ("tf_efficientnet_b5_ns", 456), "gpunet_d2": ("tf_efficientnet_b6_ns", 528)}
+    assert (cfg["teacher"], cfg["teacher_img_size"]) == teachers.get(name, (None, None)) == (r.teacher,
+                                                                                             r.teacher_img_size)
+
+
+def test_overrides_and_errors() -> None:
+    cfg = resolve_config("gpunet_0", {"lr": 0.5, "batch_size": 16, "aa": "none", "model_ema": False})
+    assert (cfg["lr"], cfg["batch_size"], cfg["aa"], cfg["model_ema"]) == (0.5, 16, None, False)
+    assert scaled_lr(cfg, 4) == 0.5  # an explicit lr is used as is
+    with pytest.raises(RecipeError, match="gpunet_d1"):
+        resolve_config("gpunet_dl")
+    with pytest.raises(RecipeError, match="sched"):
+        resolve_config(None, {"sched": "nope"})
+
+
+def test_print_config_shows_resolved_settings(capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["--recipe", "gpunet_d1", "--print-config", "--epochs", "3", "-b", "96"]) == 0
+    cfg = yaml.safe_load(capsys.readouterr().out)
+    assert cfg["recipe"] == "gpunet_d1" and cfg["epochs"] == 3 and cfg["batch_size"] == 96
+    assert cfg["teacher"] == "tf_efficientnet_b5_ns" and cfg["resolved_lr"] == pytest.approx(0.06 * 96 / 1536)
+
+
+def test_usage_errors_exit_2(work: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    assert main([str(work / "missing"), "--model", str(work / "tiny_a.json"), "--workers", "0"]) == 2
+    assert "training split not found" in capsys.readouterr().err
+    assert main([str(work / "data"), "--workers", "0"]) == 2
+    assert "no model" in capsys.readouterr().err
+    assert main([str(work / "data"), "--model", str(work / "tiny_a.json"), "--teacher", "resnet18"]) == 2
+    assert "--teacher-checkpoint" in capsys.readouterr().err
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("name", list(RECIPES))
+def test_every_recipe_runs_one_epoch(name: str, work: Path) -> None:
+    """The real released architectures (and timm teachers, untrained) with every recipe setting, at 32 px."""
+    res = train(work / "data", recipe=name, **_quiet(img_size=32, teacher_img_size=40, batch_size=4, epochs=1,
+                                                      teacher_random_weights=True, output=str(work / "recipes"),
+                                                      experiment=name))
+    assert res.epochs_run == 1 and res.last["train_loss"] > 0 and "ema_top1" in res.last
+    for f in Path(res.output_dir).glob("*.pth.tar"):
+        f.unlink()  # hundreds of MB each
+
+
+def test_recipe_settings_run_one_epoch_on_a_tiny_model(work: Path) -> None:
+    """Fast stand-in for the slow test above: a distillation recipe's every setting (AMP, EMA, RandAugment,
+    erasing, rmsproptf, step schedule, teacher at another size) on the tiny architecture."""
+    res = train(work / "data", recipe="gpunet_p0", **_quiet(
+        model=str(work / "tiny_a.json"), img_size=32, batch_size=4, epochs=1, teacher=str(work / "tiny_b.json"),
+        teacher_img_size=48, teacher_random_weights=True, output=str(work / "recipes_tiny"), experiment="p0"))
+    assert res.epochs_run == 1 and res.last["train_loss"] > 0
+    args = yaml.safe_load((Path(res.output_dir) / "args.yaml").read_text())
+    assert args["opt"] == "rmsproptf" and args["aa"] == "rand-m9-mstd0.5" and args["teacher_img_size"] == 48
+
+
+# ---------------------------------------------------------------------------- outputs, resume
+
+RESUME_ARGS = ["--img-size", "32", "-b", "4", "--epochs", "3", "--workers", "0", "--device", "cpu",
+               "--log-interval", "1", "--model-ema", "--model-ema-decay", "0.9", "--aa", "rand-m9-mstd0.5",
+               "--reprob", "0.2", "--opt", "rmsproptf", "--opt-eps", "0.001", "--lr", "0.01", "--mixup", "0.2",
+               "--sched", "step", "--warmup-epochs", "1", "--decay-epochs", "1", "--decay-rate", "0.5"]
+
+
+def test_sigterm_then_resume_is_bit_identical(work: Path) -> None:
+    """3 epochs x 4 steps with augmentation, mixup, dropout, drop path and EMA; SIGTERM after step 6
+    (mid-epoch 2), resume from the recovery checkpoint: final weights equal bit for bit."""
+    common = [str(work / "data"), "--model", str(work / "tiny_a.json"), "--output", str(work / "resume"),
+              *RESUME_ARGS]
+    full = run_train([*common, "--experiment", "full"], cwd=work)
+    assert full.returncode == 0, full.stderr[-3000:]
+
+    cmd = [PYTHON, "-m", "gpunet.train", *common, "--experiment", "cut", "--debug-step-delay", "0.5"]
+    proc = subprocess.Popen(cmd, cwd=work, env=env(), stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    assert proc.stdout is not None
+    lines, sent = [], False
+    for line in proc.stdout:
+        lines.append(line)
+        if not sent and re.match(r"train: .* step 6 ", line):
+            proc.send_signal(signal.SIGTERM)
+            sent = True
+    assert proc.wait(timeout=120) == 128 + signal.SIGTERM, "".join(lines)[-3000:]
+    out = work / "resume" / "cut"
+    assert (out / "recovery.pth.tar").is_file() and (out / "last.pth.tar").is_file()
+    recovery = load_ckpt(out / "recovery.pth.tar")
+    stopped = recovery["gpunet"]["global_step"]
+    assert 6 <= stopped < 12
+    assert recovery["gpunet"]["next_epoch"] == (stopped - 1) // 4  # the epoch it stopped in (0-based)
+    assert recovery["gpunet"]["step_in_epoch"] == (stopped - 1) % 4 + 1
+
+    resumed = run_train(["--resume", str(out / "recovery.pth.tar")], cwd=work)  # settings from the checkpoint
+    assert resumed.returncode == 0, resumed.stderr[-3000:]
+    assert f"step {stopped + 1} " in resumed.stdout and f"step {stopped} " not in resumed.stdout
+    assert not (out / "recovery.pth.tar").exists()
+
+    a, b = load_ckpt(work / "resume" / "full" / "last.pth.tar"), load_ckpt(out / "last.pth.tar")
+    assert a["epoch"] == b["epoch"] == 2
+    for key in ("state_dict", "state_dict_ema"):
+        assert a[key].keys() == b[key].keys()
+        for k in a[key]:
+            assert torch.equal(a[key][k], b[key][k]), (key, k)
+    for sa, sb in zip(a["optimizer"]["state"].values(), b["optimizer"]["state"].values(), strict=True):
+        assert all(torch.equal(sa[k], sb[k]) for k in sa)
+    full_csv = (work / "resume" / "full" / "summary.csv").read_text().splitlines()
+    cut_csv = (out / "summary.csv").read_text().splitlines()
+    assert [r.rsplit(",", 1)[0] for r in full_csv] == [r.rsplit(",", 1)[0] for r in cut_csv]  # but images/s
+    assert full_csv[0].startswith("epoch,train_loss,eval_loss,eval_top1,eval_top5,") and len(full_csv) == 4
+
+
+def test_outputs_are_nvidia_compatible(work: Path) -> None:
+    res = train(work / "data", **_quiet(model=str(work / "tiny_a.json"), img_size=32, batch_size=8, epochs=1,
+                                        model_ema=True, output=str(work / "outputs"), experiment="one"))
+    out = Path(res.output_dir)
+    assert {p.name for p in out.iterdir()} == {"args.yaml", "summary.csv", "architecture.json", "last.pth.tar",
+                                               "model_best.pth.tar"}
+    ckpt = load_ckpt(out / "last.pth.tar")
+    assert {"epoch", "arch", "state_dict", "state_dict_ema", "optimizer", "version", "args", "metric"} <= set(ckpt)
+    assert all(k.startswith("network.") for k in ckpt["state_dict"])  # NVIDIA's key names
+    assert any(k.startswith("network. layer") for k in ckpt["state_dict"])
+    model = gpunet.create_model(out / "architecture.json", weights=out / "last.pth.tar")  # EMA weights, 2 classes
+    assert model.num_classes == 2
+    ema = dict(model.state_dict())
+    from gpunet.weights import from_nvidia
+
+    expected, _ = from_nvidia(ckpt["state_dict_ema"], model.arch)
+    assert all(torch.equal(ema[k], expected[k]) for k in expected)
+
+
+# ---------------------------------------------------------------------------- torchrun
+
+def test_torchrun_two_processes_equal_one(work: Path) -> None:
+    """2 gloo processes x batch 4 (sync BN) == 1 process x batch 8. Augmentation (RandAugment, erasing)
+    is a function of the sample, so it stays on; dropout/drop path/mixup are per-process RNG: off."""
+    common = [str(work / "data"), "--model", str(work / "tiny_a.json"), "--output", str(work / "ddp"),
+              "--img-size", "32", "--epochs", "2", "--workers", "0", "--device", "cpu", "--drop", "0",
+              "--drop-path", "0", "--aa", "rand-m9-mstd0.5", "--reprob", "0.2", "--opt", "sgd", "--lr", "0.05",
+              "--sched", "step", "--warmup-epochs", "0", "--model-ema", "--model-ema-decay", "0.5"]
+    one = run_train([*common, "-b", "8", "--experiment", "one"], cwd=work)
+    assert one.returncode == 0, one.stderr[-3000:]
+    two = run_train([*common, "-b", "4", "--sync-bn", "--experiment", "two"], cwd=work, torchrun=2)
+    assert two.returncode == 0, (two.stdout[-2000:], two.stderr[-3000:])
+    assert "2 process(es) on cpu" in two.stdout
+    a, b = load_ckpt(work / "ddp" / "one" / "last.pth.tar"), load_ckpt(work / "ddp" / "two" / "last.pth.tar")
+    assert b["gpunet"]["world_size"] == 2 and len(b["gpunet"]["rng"]) == 2
+    for key in ("state_dict", "state_dict_ema"):  # weights, BN running stats, EMA
+        for k in a[key]:
+            torch.testing.assert_close(b[key][k], a[key][k], atol=1e-5, rtol=1e-4, msg=f"{key} {k}")
+    rows_a = (work / "ddp" / "one" / "summary.csv").read_text().splitlines()[1:]
+    rows_b = (work / "ddp" / "two" / "summary.csv").read_text().splitlines()[1:]
+    for ra, rb in zip(rows_a, rows_b, strict=True):  # train/eval loss, top-1/5 reduced over ranks
+        fa, fb = [float(v) for v in ra.split(",")[:-1]], [float(v) for v in rb.split(",")[:-1]]
+        assert fa == pytest.approx(fb, rel=1e-4, abs=1e-5)
+    assert not list((work / "ddp").glob("two/*.tmp"))
+
+
+# ---------------------------------------------------------------------------- distillation
+
+def test_kd_loss_is_nvidias_soft_target_cross_entropy() -> None:
+    from timm.loss import SoftTargetCrossEntropy
+
+    s, t = torch.randn(4, 5), torch.randn(4, 5)
+    assert torch.allclose(kd_loss(s, t), SoftTargetCrossEntropy()(s, t.softmax(-1)))
+    assert kd_loss(s, t, 2.0) == pytest.approx(4 * SoftTargetCrossEntropy()(s / 2, (t / 2).softmax(-1)).item())
+
+
+def test_distillation_teacher_at_larger_size_gets_no_gradient(work: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    teacher = gpunet.create_model(work / "tiny_b.json", num_classes=2)
+    save_nvidia_checkpoint(teacher, work / "teacher.pth.tar")
+    cfg = resolve_config(None, _quiet(data_dir=str(work / "data"), model=str(work / "tiny_a.json"), img_size=32,
+                                      teacher=str(work / "tiny_b.json"), teacher_weights=str(work / "teacher.pth.tar"),
+                                      teacher_img_size=48, test_teacher=True, batch_size=4, epochs=1, lr=0.01,
+                                      output=str(work / "kd"), experiment="kd"))
+    tr = Trainer(cfg)
+    sizes: dict[str, list[int]] = {"student": [], "teacher": []}
+    tr.net.register_forward_pre_hook(lambda m, a: sizes["student"].append(a[0].shape[-1]) if m.training else None)
+    tr.teacher.register_forward_pre_hook(lambda m, a: sizes["teacher"].append(a[0].shape[-1]))  # type: ignore[union-attr]
+    before = {k: v.clone() for k, v in tr.teacher.state_dict().items()}  # type: ignore[union-attr]
+    tr.run()
+    assert "teacher" in capsys.readouterr().out.split("top-1")[0]
+    assert set(sizes["student"]) == {32} and set(sizes["teacher"]) == {48}  # 48 px batches, student downsampled
+    assert len(sizes["student"]) == 4  # 4 training steps
+    assert tr.teacher is not None and not tr.teacher.training
+    assert all(p.grad is None and not p.requires_grad for p in tr.teacher.parameters())
+    after = tr.teacher.state_dict()
+    assert all(torch.equal(before[k], after[k]) for k in before)  # no BN statistics updates either
+    assert all(p.grad is not None for p in tr.net.parameters())
+
+
+# ---------------------------------------------------------------------------- fine-tuning
+
+def test_finetune_new_classes_and_linear_probe(work: Path) -> None:
+    pre = gpunet.create_model(work / "tiny_a.json")  # 1000 classes
+    save_nvidia_checkpoint(pre, work / "pre.pth.tar")
+    cfg = resolve_config(None, _quiet(data_dir=str(work / "data3"), model=str(work / "tiny_a.json"), img_size=32,
+                                      initial_checkpoint=str(work / "pre.pth.tar"), freeze_backbone=True,
+                                      batch_size=4, epochs=1, lr=0.1, drop=0.1, drop_path=0.05,
+                                      output=str(work / "ft"), experiment="probe"))
+    tr = Trainer(cfg)
+    assert tr.net.num_classes == 3 and tr.net.classifier.out_features == 3
+    assert tr.net.drop_rate == 0.1 and tr.net.drop_path_rate == 0.05
+    drop_paths = [m.drop_prob for m in tr.net.modules() if type(m).__name__ == "DropPath"]
+    assert drop_paths and max(drop_paths) <= 0.05
+    fresh = tr.net.classifier.weight.detach().clone()
+    tr.run()
+    pre_sd, new_sd = pre.state_dict(), tr.net.state_dict()
+    backbone = [k for k in new_sd if not k.startswith("classifier.")]
+    assert all(torch.equal(pre_sd[k], new_sd[k]) for k in backbone)  # frozen: weights and BN statistics
+    assert not torch.equal(new_sd["classifier.weight"], fresh)  # the new classifier learned
+    model = gpunet.create_model(Path(tr.output_dir) / "architecture.json",
+                                weights=Path(tr.output_dir) / "last.pth.tar")
+    assert model.num_classes == 3
