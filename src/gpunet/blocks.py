@@ -34,6 +34,19 @@ class ConvBnAct(nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.act(self.bn(self.conv(x)))
 
+    @torch.no_grad()
+    def fuse(self) -> None:
+        """Fold the (eval-mode) BatchNorm into the convolution: conv gets a bias, bn becomes Identity."""
+        if not isinstance(self.bn, nn.BatchNorm2d):
+            return
+        bn, conv = self.bn, self.conv
+        scale = bn.weight / torch.sqrt(bn.running_var + bn.eps)
+        fused = nn.Conv2d(conv.in_channels, conv.out_channels, conv.kernel_size, conv.stride, conv.padding,
+                          groups=conv.groups, bias=True).to(device=conv.weight.device, dtype=conv.weight.dtype)
+        fused.weight.copy_(conv.weight * scale.reshape(-1, 1, 1, 1))
+        fused.bias.copy_(bn.bias - bn.running_mean * scale)
+        self.conv, self.bn = fused, nn.Identity()
+
 
 class SqueezeExcite(nn.Module):
     """Channel gating: x * sigmoid(expand(act(reduce(mean(x)))))."""

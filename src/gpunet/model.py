@@ -71,6 +71,12 @@ class GPUNet(nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.forward_head(self.forward_features(x))
 
+    def fuse(self) -> GPUNet:
+        """Deploy mode, in place: BatchNorm folded into the convolutions (see `gpunet.deploy.fuse`)."""
+        from gpunet.deploy import fuse
+
+        return fuse(self)  # type: ignore[return-value]
+
 
 class GPUNetFeatures(nn.Module):
     """Backbone that returns the outputs of the selected stages (for detection/segmentation).
@@ -93,6 +99,12 @@ class GPUNetFeatures(nn.Module):
         self.stages = nn.Sequential(*list(net.stages)[: resolved[-1] + 1])
         self.feature_info = TimmFeatureInfo([infos[i] for i in resolved], tuple(range(len(resolved))))
         self.pretrained_cfg: dict[str, Any] = {}
+
+    def fuse(self) -> GPUNetFeatures:
+        """Deploy mode, in place: BatchNorm folded into the convolutions (see `gpunet.deploy.fuse`)."""
+        from gpunet.deploy import fuse
+
+        return fuse(self)  # type: ignore[return-value]
 
     def forward(self, x: torch.Tensor) -> list[torch.Tensor]:
         x = self.stem(x)

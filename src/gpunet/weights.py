@@ -387,8 +387,15 @@ def guess_model(state_dict: Mapping[str, torch.Tensor]) -> str | None:
 
 # ---------------------------------------------------------------------------- writing files
 
+def _check_not_fused(model: nn.Module) -> None:
+    if getattr(model, "is_fused", False):
+        raise WeightsError("this model is fused (deploy mode): its BatchNorms are folded into the convolutions, "
+                           "so no checkpoint layout applies; save the weights before calling fuse()")
+
+
 def save_safetensors_checkpoint(model: nn.Module, path: str | os.PathLike[str]) -> None:
     """Our format: clean names, the architecture JSON (and class count) in the metadata."""
+    _check_not_fused(model)
     arch: Architecture = model.arch  # type: ignore[assignment]
     tensors = {k: v.detach().cpu().contiguous() for k, v in model.state_dict().items()}
     metadata = {SAFETENSORS_ARCH_KEY: json.dumps(arch.to_json()), "format": "pt"}
@@ -401,6 +408,7 @@ def save_nvidia_checkpoint(model: nn.Module, path: str | os.PathLike[str], layou
     layout "timm": the timm CheckpointSaver dict (`state_dict` and `state_dict_ema`, both these
     weights; GPUNet-0/1/2/D1/D2); "raw_state_dict": a bare state dict (GPUNet-P0/P1).
     """
+    _check_not_fused(model)
     sd = to_nvidia(model.state_dict(), model.arch)  # type: ignore[arg-type]
     sd = OrderedDict((k, v.detach().cpu().contiguous()) for k, v in sd.items())
     if layout == "timm":
