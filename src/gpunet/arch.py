@@ -217,6 +217,8 @@ def load_json(path: str | os.PathLike[str]) -> Architecture:
             obj = json.load(f)
     except FileNotFoundError:
         raise ArchitectureError("file not found", source=source) from None
+    except OSError as exc:  # a directory, no permission, ...
+        raise ArchitectureError(f"cannot read file ({exc.strerror or exc})", source=source) from None
     except (json.JSONDecodeError, UnicodeDecodeError) as exc:
         raise ArchitectureError(f"not valid JSON ({exc})", source=source) from None
     return read_json(obj, source=source)
@@ -287,7 +289,7 @@ def _get(entry: dict[str, Any], key: str, check: Any, source: str | None, index:
 
 def _check_keys(entry: dict[str, Any], allowed: set[str], source: str | None, index: int) -> None:
     for key in entry:
-        if key not in allowed and key not in _KEY_ALIASES:
+        if _KEY_ALIASES.get(key, key) not in allowed:
             raise ArchitectureError(f"unknown field (allowed: {', '.join(sorted(allowed))})", source=source,
                                     index=index, layer_type=entry.get("layer_type"), field_name=key)
 
@@ -299,8 +301,12 @@ def _read_layer(entry: dict[str, Any], source: str | None, index: int) -> LayerS
         raise ArchitectureError(f"unknown layer_type {layer_type!r} (expected one of "
                                 f"{', '.join(sorted(_SPEC_BY_TYPE))}; 'data' only as entry 0)",
                                 source=source, index=index, field_name="layer_type")
-    entry = {_KEY_ALIASES.get(k, k): v for k, v in entry.items()}
     _check_keys(entry, {"layer_type"} | {k for k, _ in cls.JSON_KEYS}, source, index)
+    for alias, key in _KEY_ALIASES.items():
+        if alias in entry and key in entry:
+            raise ArchitectureError(f"both '{key}' and its alias '{alias}' given", source=source, index=index,
+                                    layer_type=layer_type, field_name=alias)
+    entry = {_KEY_ALIASES.get(k, k): v for k, v in entry.items()}
     required = {f.name for f in fields(cls) if f.default is not None and f.name != "source"}
     # a few fields NVIDIA's builder reads only on one path: absence is judged in _validate
     required -= {"act", "stage", "large"}

@@ -93,6 +93,8 @@ class GPUNetFeatures(nn.Module):
             out_indices = default_out_indices(infos)
         n = len(infos)
         resolved = sorted({i % n if -n <= i < n else _bad_index(i, n) for i in out_indices})
+        if not resolved:
+            raise ValueError(f"out_indices: give at least one stage index (0..{n - 1})")
         self.arch = arch
         self.out_indices = tuple(resolved)
         self.stem = net.stem
