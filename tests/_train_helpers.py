@@ -77,9 +77,9 @@ def env(threads: int = 1) -> dict[str, str]:
 
 def run_train(args: list[str], cwd: Path, timeout: float = 240, torchrun: int = 0) -> subprocess.CompletedProcess:
     if torchrun:
-        cmd = [TORCHRUN, "--standalone", f"--nproc-per-node={torchrun}", "-m", "gpunet.train", *args]
+        cmd = [TORCHRUN, "--standalone", f"--nproc-per-node={torchrun}", "-m", "gpunet", "train", *args]
     else:
-        cmd = [PYTHON, "-m", "gpunet.train", *args]
+        cmd = [PYTHON, "-m", "gpunet", "train", *args]
     return subprocess.run(cmd, cwd=cwd, env=env(), capture_output=True, text=True, timeout=timeout)
 
 

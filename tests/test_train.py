@@ -1,7 +1,7 @@
 """Training: recipes, exact resume after SIGTERM, torchrun = single process, distillation, fine-tuning.
 
 Everything runs on CPU with a few-layer GPUNet JSON, 32-48 px images and 16 images.
-Subprocess tests use the real entry point (`python -m gpunet.train`, `torchrun -m gpunet.train`).
+Subprocess tests use the real entry point (`python -m gpunet train`, `torchrun -m gpunet train`).
 """
 
 from __future__ import annotations
@@ -130,7 +130,7 @@ def test_sigterm_then_resume_is_bit_identical(work: Path) -> None:
     full = run_train([*common, "--experiment", "full"], cwd=work)
     assert full.returncode == 0, full.stderr[-3000:]
 
-    cmd = [PYTHON, "-m", "gpunet.train", *common, "--experiment", "cut", "--debug-step-delay", "0.5"]
+    cmd = [PYTHON, "-m", "gpunet", "train", *common, "--experiment", "cut", "--debug-step-delay", "0.5"]
     proc = subprocess.Popen(cmd, cwd=work, env=env(), stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
     assert proc.stdout is not None
     lines, sent = [], False
