@@ -28,7 +28,7 @@ class ConvBnAct(nn.Module):
                  padding: int = 0, groups: int = 1, act: str | None = "relu", eps: float = 1e-5) -> None:
         super().__init__()
         self.conv = nn.Conv2d(in_channels, out_channels, kernel_size, stride, padding, groups=groups, bias=False)
-        self.bn = nn.BatchNorm2d(out_channels, eps=eps)
+        self.bn: nn.Module = nn.BatchNorm2d(out_channels, eps=eps)
         self.act = make_activation(act)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
@@ -37,15 +37,13 @@ class ConvBnAct(nn.Module):
     @torch.no_grad()
     def fuse(self) -> None:
         """Fold the (eval-mode) BatchNorm into the convolution: conv gets a bias, bn becomes Identity."""
-        if not isinstance(self.bn, nn.BatchNorm2d):
+        bn = self.bn
+        if not isinstance(bn, nn.BatchNorm2d) or bn.running_mean is None or bn.running_var is None:
             return
-        bn, conv = self.bn, self.conv
         scale = bn.weight / torch.sqrt(bn.running_var + bn.eps)
-        fused = nn.Conv2d(conv.in_channels, conv.out_channels, conv.kernel_size, conv.stride, conv.padding,
-                          groups=conv.groups, bias=True).to(device=conv.weight.device, dtype=conv.weight.dtype)
-        fused.weight.copy_(conv.weight * scale.reshape(-1, 1, 1, 1))
-        fused.bias.copy_(bn.bias - bn.running_mean * scale)
-        self.conv, self.bn = fused, nn.Identity()
+        self.conv.weight.mul_(scale.reshape(-1, 1, 1, 1))
+        self.conv.bias = nn.Parameter(bn.bias - bn.running_mean * scale)
+        self.bn = nn.Identity()
 
 
 class SqueezeExcite(nn.Module):

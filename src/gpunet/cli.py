@@ -215,11 +215,14 @@ def cmd_convert(args: argparse.Namespace) -> int:
 
 def build_parser() -> argparse.ArgumentParser:
     from gpunet import __version__
+    from gpunet.benchmark import add_benchmark_arguments, run_benchmark
+    from gpunet.export import add_export_arguments, run_export
+    from gpunet.quantize import add_quantize_arguments, run_quantize
     from gpunet.train import add_train_arguments, run_from_args
 
     parser = argparse.ArgumentParser(
         prog="gpunet", description="NVIDIA's GPUNet image classifiers: classify images, measure accuracy, "
-                                   "inspect, convert and train models.")
+                                   "inspect, convert, train, export and benchmark models.")
     parser.add_argument("--version", action="version", version=f"gpunet {__version__}")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
 
@@ -271,6 +274,25 @@ def build_parser() -> argparse.ArgumentParser:
                                    "Multi-process: torchrun --nproc-per-node N -m gpunet train ...")
     add_train_arguments(t)
     t.set_defaults(func=run_from_args)
+
+    e = sub.add_parser("export", help="export to ONNX, TorchScript, a Triton repository or a TensorRT engine",
+                       description="Export a GPUNet (BatchNorm folded) and check it against PyTorch: ONNX is "
+                                   "run in ONNX Runtime and the max abs difference printed.")
+    add_export_arguments(e)
+    e.set_defaults(func=run_export)
+
+    q = sub.add_parser("quantize", help="INT8 ONNX (ONNX Runtime static quantization, calibrated on images)",
+                       description="Static INT8 quantization (QDQ, per-channel weights) calibrated on a folder of "
+                                   "images; with --val, reports the top-1 difference and the speed-up vs fp32.")
+    add_quantize_arguments(q)
+    q.set_defaults(func=run_quantize)
+
+    b = sub.add_parser("benchmark", help="latency/throughput of backends, batch sizes and precisions",
+                       description="Measure GPUNets (and timm peers) on this machine: median/p90/p99 latency, "
+                                   "images/s, GFLOP/s and its share of a matmul peak measured in the same run. "
+                                   "Writes JSON, CSV and PNG plots.")
+    add_benchmark_arguments(b)
+    b.set_defaults(func=run_benchmark)
     return parser
 
 

@@ -1,0 +1,122 @@
+"""`gpunet benchmark` on a tiny configuration: real runs, real files."""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import json
+import math
+from pathlib import Path
+
+import pytest
+import torch
+
+from gpunet.benchmark import (
+    CSV_FIELDS,
+    add_benchmark_arguments,
+    measure_peak,
+    percentile,
+    run_benchmark,
+)
+
+PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
+RECORD_KEYS = {"model", "backend", "precision", "batch", "img_size", "threads", "device", "median_ms", "p90_ms",
+               "p99_ms", "images_per_s", "gflops", "peak_gflops", "peak_share", "skipped", "reason"}
+
+
+def _args(*argv: str) -> argparse.Namespace:
+    return add_benchmark_arguments(argparse.ArgumentParser()).parse_args(list(argv))
+
+
+def _have_export() -> bool:
+    try:
+        import onnxruntime  # noqa: F401
+
+        import gpunet.export  # noqa: F401
+    except ImportError:
+        return False
+    return True
+
+
+@pytest.fixture(scope="module")
+def tiny_run(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, int]:
+    out = tmp_path_factory.mktemp("bench")
+    backends = "eager,fused,fused-microbatch,cudagraph" + (",onnxruntime" if _have_export() else "")
+    code = run_benchmark(_args("--models", "gpunet_0", "--peers", "timm:mobilenetv3_small_050", "--img-size", "64",
+                               "--batch-sizes", "1,2", "--repeats", "2", "--warmup", "1", "--threads", "1",
+                               "--backends", backends, "--precision", "fp32", "--quiet", "--output", str(out)))
+    return out, code
+
+
+def test_tiny_run_writes_json(tiny_run: tuple[Path, int]) -> None:
+    out, code = tiny_run
+    assert code == 0
+    data = json.loads((out / "results.json").read_text())
+    header = data["header"]
+    assert header["machine"]["torch"] == torch.__version__ and header["machine"]["threads"] == 1
+    assert header["peak"]["fp32"]["peak_gflops"] > 0
+    recs = data["records"]
+    models = {r["model"] for r in recs}
+    assert models == {"gpunet_0", "timm:mobilenetv3_small_050"}
+    for r in recs:
+        assert RECORD_KEYS <= set(r)
+        assert r["img_size"] == 64 and r["threads"] == 1 and r["device"] == "cpu"
+    ran = [r for r in recs if not r["skipped"]]
+    assert {(r["model"], r["backend"], r["batch"]) for r in ran} >= {
+        (m, b, n) for m in models for b in ("eager", "fused") for n in (1, 2)}
+    for r in ran:
+        assert r["repeats"] == 2 and len(r["times_ms"]) == 2
+        assert 0 < r["median_ms"] <= r["p90_ms"] <= r["p99_ms"]
+        assert math.isclose(r["images_per_s"], r["batch"] * 1e3 / r["median_ms"], rel_tol=1e-9)
+        assert math.isclose(r["gflops"], 2 * r["macs"] * r["batch"] / r["median_ms"] / 1e6, rel_tol=1e-9)
+        assert math.isclose(r["peak_share"], r["gflops"] / r["peak_gflops"], rel_tol=1e-9)
+    g0 = next(r for r in ran if r["model"] == "gpunet_0")
+    assert g0["top1"] == 78.9 and g0["macs"] > 0
+    if not torch.cuda.is_available():
+        cg = [r for r in recs if r["backend"] == "cudagraph"]
+        assert cg and all(r["skipped"] and "CUDA" in r["reason"] for r in cg)
+    if _have_export():
+        assert any(r["backend"] == "onnxruntime" and not r["skipped"] for r in recs)
+
+
+def test_tiny_run_writes_csv(tiny_run: tuple[Path, int]) -> None:
+    out, _ = tiny_run
+    with open(out / "results.csv", newline="") as f:
+        rows = list(csv.DictReader(f))
+    data = json.loads((out / "results.json").read_text())
+    assert len(rows) == len(data["records"])
+    assert list(rows[0]) == CSV_FIELDS
+    for row, rec in zip(rows, data["records"], strict=True):
+        assert row["model"] == rec["model"] and int(row["batch"]) == rec["batch"]
+        if not rec["skipped"]:
+            assert math.isclose(float(row["median_ms"]), rec["median_ms"])
+
+
+def test_tiny_run_writes_pngs(tiny_run: tuple[Path, int]) -> None:
+    out, _ = tiny_run
+    for name in ("perf_latency.png", "perf_throughput.png", "perf_pareto.png"):
+        data = (out / name).read_bytes()
+        assert data[:8] == PNG_MAGIC and len(data) > 1000, name
+    assert not list(out.glob(".*.tmp"))  # atomic writes leave no temporaries
+
+
+def test_unknown_backend_model_precision_are_usage_errors(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    for argv, word in ((["--backends", "eager,warp"], "warp"), (["--models", "gpunet_9"], "gpunet_9"),
+                       (["--precision", "fp8"], "fp8"), (["--peers", "efficientnet_b0"], "timm:")):
+        code = run_benchmark(_args(*argv, "--quiet", "--output", str(tmp_path / "x")))
+        assert code == 2
+        assert word in capsys.readouterr().err
+    assert not (tmp_path / "x").exists()
+
+
+def test_percentile() -> None:
+    xs = [float(i) for i in range(1, 101)]
+    assert percentile(xs, 50) == pytest.approx(50.5)
+    assert percentile(xs, 90) == pytest.approx(90.1)
+    assert percentile(xs, 99) == pytest.approx(99.01)
+    assert percentile([3.0], 99) == 3.0
+
+
+def test_measure_peak_is_positive() -> None:
+    peak = measure_peak(torch.device("cpu"), torch.float32, size=256, repeats=2)
+    assert peak["peak_gflops"] == max(peak["matmul_gflops"], peak["onednn_gemm_gflops"]) > 0

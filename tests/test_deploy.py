@@ -1,0 +1,175 @@
+"""Deploy mode: fused (BatchNorm folded) models compute what the unfused ones do."""
+
+from __future__ import annotations
+
+import copy
+import shutil
+
+import pytest
+import torch
+from torch import nn
+
+import gpunet
+from gpunet.blocks import ConvBnAct
+from gpunet.deploy import capture_cuda_graph, fuse, optimize_for_inference
+from gpunet.weights import WeightsError, save_safetensors_checkpoint
+
+pytestmark = pytest.mark.usefixtures("single_thread_torch")
+
+SIZES = {"gpunet_0": 64, "gpunet_1": 72, "gpunet_2": 64, "gpunet_p0": 96, "gpunet_p1": 80, "gpunet_d1": 64,
+         "gpunet_d2": 64}
+
+
+def randomise_bn(model: nn.Module, seed: int = 0) -> nn.Module:
+    """Non-trivial BatchNorm statistics and affine parameters, so folding really changes the weights."""
+    g = torch.Generator().manual_seed(seed)
+    with torch.no_grad():
+        for m in model.modules():
+            if isinstance(m, nn.BatchNorm2d):
+                n = m.num_features
+                m.running_mean.copy_(torch.randn(n, generator=g) * 0.2)
+                m.running_var.copy_(torch.rand(n, generator=g) * 1.5 + 0.25)
+                m.weight.copy_(1 + torch.randn(n, generator=g) * 0.2)
+                m.bias.copy_(torch.randn(n, generator=g) * 0.2)
+    return model.eval()
+
+
+def _close(got: torch.Tensor, ref: torch.Tensor, rtol: float = 1e-5) -> None:
+    err = (got.float() - ref.float()).abs().max().item()
+    assert err <= rtol * ref.abs().max().item() + 1e-7, f"max |diff| {err:.3g} vs max |ref| {ref.abs().max():.3g}"
+
+
+def test_all_seven_models_listed() -> None:
+    assert sorted(SIZES) == sorted(gpunet.list_models())
+
+
+@pytest.mark.parametrize("name", sorted(SIZES))
+def test_fused_equals_unfused(name: str) -> None:
+    torch.manual_seed(0)
+    model = randomise_bn(gpunet.create_model(name))
+    n_bn = sum(isinstance(m, nn.BatchNorm2d) for m in model.modules())
+    assert n_bn > 0
+    x = torch.randn(2, 3, SIZES[name], SIZES[name])
+    with torch.inference_mode():
+        ref = model(x)
+        fused = copy.deepcopy(model).fuse()
+        assert fused is not model and getattr(fused, "is_fused", False)
+        assert not any(isinstance(m, nn.BatchNorm2d) for m in fused.modules())
+        assert all(m.conv.bias is not None for m in fused.modules() if isinstance(m, ConvBnAct))
+        _close(fused(x), ref)
+        fast = optimize_for_inference(copy.deepcopy(model))  # defaults: channels_last
+        _close(fast(x.contiguous(memory_format=torch.channels_last)), ref)
+        _close(fast(x), ref)  # a contiguous input works too
+
+
+def test_fuse_is_idempotent_and_in_place() -> None:
+    model = randomise_bn(gpunet.create_model("gpunet_0"))
+    x = torch.randn(1, 3, 64, 64)
+    with torch.inference_mode():
+        ref = model(x)
+        assert fuse(model) is model
+        fuse(model)
+        _close(model(x), ref)
+
+
+def test_fuse_drops_dropout_and_drop_path() -> None:
+    model = gpunet.create_model("gpunet_1", drop_rate=0.5, drop_path_rate=0.2)
+    assert any(type(m).__name__ == "DropPath" for m in model.modules())
+    model.train()
+    fuse(model)
+    assert not model.training and model.drop_rate == 0.0
+    assert not any(type(m).__name__ in ("DropPath", "Dropout") for m in model.modules())
+
+
+def test_features_only_fuses() -> None:
+    model = randomise_bn(gpunet.create_model("gpunet_d1", features_only=True))
+    x = torch.randn(1, 3, 64, 64)
+    with torch.inference_mode():
+        ref = model(x)
+        fused = optimize_for_inference(copy.deepcopy(model))
+        got = fused(x.contiguous(memory_format=torch.channels_last))
+    assert len(got) == len(ref) >= 3
+    for a, b in zip(got, ref, strict=True):
+        assert a.shape == b.shape
+        _close(a, b)
+    assert copy.deepcopy(model).fuse().is_fused
+
+
+def test_fused_model_refuses_to_be_saved(tmp_path) -> None:
+    model = gpunet.create_model("gpunet_0")
+    save_safetensors_checkpoint(model, tmp_path / "ok.safetensors")  # unfused: fine
+    model.fuse()
+    with pytest.raises(WeightsError, match="fused"):
+        save_safetensors_checkpoint(model, tmp_path / "fused.safetensors")
+    assert not (tmp_path / "fused.safetensors").exists()
+
+
+def test_channels_last_weights() -> None:
+    model = optimize_for_inference(gpunet.create_model("gpunet_0"), channels_last=True)
+    convs = [m for m in model.modules() if isinstance(m, nn.Conv2d) and m.kernel_size != (1, 1)]
+    assert convs and all(c.weight.is_contiguous(memory_format=torch.channels_last) for c in convs)
+    with torch.inference_mode():
+        out = model(torch.randn(1, 3, 64, 64).contiguous(memory_format=torch.channels_last))
+    assert out.shape == (1, 1000)
+
+
+def test_bf16_path_runs_and_is_close() -> None:
+    model = randomise_bn(gpunet.create_model("gpunet_0"))
+    x = torch.randn(2, 3, 64, 64)
+    with torch.inference_mode():
+        ref = model(x)
+        fast = optimize_for_inference(copy.deepcopy(model), dtype=torch.bfloat16)
+        assert next(fast.parameters()).dtype == torch.bfloat16
+        out = fast(x.to(torch.bfloat16).contiguous(memory_format=torch.channels_last))
+    assert out.dtype == torch.bfloat16 and out.shape == ref.shape
+    assert torch.isfinite(out.float()).all()
+    # bf16 keeps ~3 significant digits; the logits of a random net must still track the fp32 ones
+    cos = torch.nn.functional.cosine_similarity(out.float().flatten(), ref.flatten(), dim=0)
+    assert cos > 0.99
+
+
+def test_compile_path() -> None:
+    if not hasattr(torch, "compile"):
+        pytest.skip("torch.compile is not available in this PyTorch")
+    if shutil.which("g++") is None and shutil.which("c++") is None:
+        pytest.skip("torch.compile on CPU needs a C++ compiler (none on PATH)")
+    model = randomise_bn(gpunet.create_model("gpunet_0"))
+    x = torch.randn(1, 3, 64, 64)
+    with torch.inference_mode():
+        ref = model(x)
+        compiled = optimize_for_inference(copy.deepcopy(model), compile=True)
+        got = compiled(x.contiguous(memory_format=torch.channels_last))
+    _close(got, ref, rtol=1e-4)
+
+
+def test_capture_cuda_graph_needs_cuda_input() -> None:
+    with pytest.raises(ValueError, match="CUDA"):
+        capture_cuda_graph(gpunet.create_model("gpunet_0"), torch.randn(1, 3, 64, 64))
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="CUDA is not available on this machine")
+def test_cuda_graph_and_fp16_on_gpu() -> None:
+    model = randomise_bn(gpunet.create_model("gpunet_0")).cuda()
+    x = torch.randn(1, 3, 64, 64, device="cuda")
+    with torch.inference_mode():
+        ref = model(x)
+        fast = optimize_for_inference(copy.deepcopy(model), dtype=torch.float16)
+        replay = capture_cuda_graph(fast, x.half().contiguous(memory_format=torch.channels_last))
+        out = replay(x.half().contiguous(memory_format=torch.channels_last)).float()
+    cos = torch.nn.functional.cosine_similarity(out.flatten(), ref.flatten(), dim=0)
+    assert cos > 0.99
+
+
+def test_micro_batch_gives_the_same_outputs() -> None:
+    model = randomise_bn(gpunet.create_model("gpunet_0"))
+    x = torch.randn(3, 3, 64, 64)
+    with torch.inference_mode():
+        ref = model(x)
+        mb = optimize_for_inference(copy.deepcopy(model), micro_batch=2)
+        _close(mb(x.contiguous(memory_format=torch.channels_last)), ref)
+        feats = gpunet.create_model("gpunet_0", features_only=True)
+        fref = feats(x)
+        fmb = optimize_for_inference(copy.deepcopy(feats), micro_batch=1)(x)
+    assert [f.shape for f in fmb] == [f.shape for f in fref]
+    with pytest.raises(ValueError):
+        optimize_for_inference(gpunet.create_model("gpunet_0"), micro_batch=0)
