@@ -218,6 +218,7 @@ def build_parser() -> argparse.ArgumentParser:
     from gpunet.benchmark import add_benchmark_arguments, run_benchmark
     from gpunet.export import add_export_arguments, run_export
     from gpunet.quantize import add_quantize_arguments, run_quantize
+    from gpunet.search import add_search_arguments, run_search
     from gpunet.train import add_train_arguments, run_from_args
 
     parser = argparse.ArgumentParser(
@@ -293,6 +294,13 @@ def build_parser() -> argparse.ArgumentParser:
                                    "Writes JSON, CSV and PNG plots.")
     add_benchmark_arguments(b)
     b.set_defaults(func=run_benchmark)
+
+    s = sub.add_parser("search", help="architecture search: GPUNets on the latency/accuracy Pareto front",
+                       description="Search GPUNet architectures (NSGA-II, candidates trained as Ray tasks) for the "
+                                   "best accuracy on DIR under a latency budget measured on this device. Writes "
+                                   "candidates.jsonl, front.csv, front/*.json, search_plot.png and a summary.")
+    add_search_arguments(s)
+    s.set_defaults(func=run_search)
     return parser
 
 

@@ -1,0 +1,131 @@
+"""Latency: layer table measured once and reused from disk, corrected predictor, quality metrics."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+import torch
+
+from gpunet.model import GPUNet
+from gpunet.search.latency import (
+    LatencyContext,
+    LatencyError,
+    LatencyPredictor,
+    LatencyTable,
+    layer_key,
+    layer_module,
+    layer_resolutions,
+    mape,
+    measure_model,
+    spearman,
+)
+from gpunet.search.space import nvidia_space, tiny_space
+
+FAST = LatencyContext("cpu", "eager", "fp32", batch_size=1, threads=1, min_time_s=0.0, min_repeats=2)
+
+
+def _archs(n: int, seed: int = 0, classes: int = 5) -> list:
+    space = tiny_space()
+    rng = np.random.default_rng(seed)
+    return [space.decode(space.sample(rng), classes) for _ in range(n)]
+
+
+def test_layer_resolutions_match_the_built_model() -> None:
+    space = nvidia_space()
+    rng = np.random.default_rng(0)
+    for _ in range(3):
+        arch = space.decode(space.sample(rng))
+        res = layer_resolutions(arch)
+        model = GPUNet(arch).eval()
+        r = arch.img_resolution
+        with torch.no_grad():
+            x = model.stem(torch.randn(1, 3, r, r))
+            blocks = [b for stage in model.stages for b in stage]
+            for spec, block, rin in zip(arch.blocks, blocks, res[1:-1], strict=True):
+                assert x.shape[-1] == rin and x.shape[1] == spec.in_channels
+                x = block(x)
+        assert x.shape[-1] == res[-1]
+
+
+def test_layer_modules_match_the_model_shapes() -> None:
+    arch = _archs(1, seed=3)[0]
+    for layer, r in zip(arch.layers, layer_resolutions(arch), strict=True):
+        y = layer_module(layer, arch.distill).eval()(torch.randn(1, layer.in_channels, r, r))
+        assert y.shape[1] == (layer.num_classes if layer.layer_type == "tail" else layer.out_channels)
+
+
+def test_table_is_reused_from_disk(tmp_path) -> None:  # type: ignore[no-untyped-def]
+    path = tmp_path / "lut.json"
+    archs = _archs(4)
+    first = LatencyTable(FAST, path)
+    sums = [first.lookup(a) for a in archs]
+    distinct = {k for a in archs for k, _, _ in first.keys_of(a)}
+    assert first.measurements == len(distinct) > 0  # each distinct layer measured once
+    assert set(json.loads(path.read_text())["entries"]) == distinct
+    again = LatencyTable(FAST, path)
+    assert [again.lookup(a) for a in archs] == sums
+    assert again.measurements == 0  # nothing re-measured
+    # another batch size is another table entry
+    other = LatencyTable(LatencyContext("cpu", batch_size=2, min_time_s=0.0, min_repeats=2), path)
+    other.lookup(archs[0])
+    assert other.measurements == len(other.keys_of(archs[0]))
+
+
+def test_keys_separate_what_changes_cost() -> None:
+    arch = _archs(1)[0]
+    layer = arch.blocks[0]
+    k = layer_key(layer, 32, False, FAST)
+    assert k != layer_key(layer, 16, False, FAST)
+    assert k != layer_key(layer, 32, False, LatencyContext(batch_size=4))
+    assert k != layer_key(layer, 32, False, LatencyContext(precision="bf16"))
+    assert k != layer_key(layer, 32, False, LatencyContext(backend="onnxruntime"))
+
+
+def test_predictor_correction_and_quality() -> None:
+    table = LatencyTable(FAST)
+    archs = _archs(10, seed=5)
+    predictor = LatencyPredictor(table)
+    sums = [table.lookup(a) for a in archs]
+    fake = [2.0 * s + 0.5 for s in sums]  # an exact linear relation is recovered
+    predictor.fit(archs[:5], fake[:5])
+    assert predictor.a == pytest.approx(2.0) and predictor.b == pytest.approx(0.5)
+    q = predictor.quality(archs[5:], fake[5:])
+    assert q.mape == pytest.approx(0.0, abs=1e-6) and q.spearman == pytest.approx(1.0)
+
+
+def test_predictor_on_real_measurements() -> None:
+    ctx = LatencyContext("cpu", min_time_s=0.02, min_repeats=5)
+    archs = _archs(10, seed=6)
+    measured = [measure_model(a, ctx) for a in archs]
+    predictor = LatencyPredictor(LatencyTable(ctx))
+    predictor.fit(archs[:5], measured[:5])
+    q = predictor.quality(archs[5:], measured[5:])
+    assert q.n == 5 and q.mape < 60 and q.spearman > 0  # loose: 2-core CI machines are noisy
+
+
+def test_onnxruntime_backend() -> None:
+    pytest.importorskip("onnxruntime")
+    ctx = LatencyContext("cpu", "onnxruntime", min_time_s=0.0, min_repeats=2)
+    arch = _archs(1, seed=8)[0]
+    assert measure_model(arch, ctx) > 0
+    assert LatencyTable(ctx).lookup(arch) > 0
+
+
+def test_metrics_match_scipy() -> None:
+    stats = pytest.importorskip("scipy.stats")
+    rng = np.random.default_rng(0)
+    x, y = rng.random(20), rng.random(20)
+    y[3] = y[4]  # ties
+    assert spearman(x, y) == pytest.approx(stats.spearmanr(x, y).statistic)
+    assert mape([110, 90], [100, 100]) == pytest.approx(10.0)
+
+
+def test_invalid_contexts() -> None:
+    with pytest.raises(LatencyError, match="backend"):
+        LatencyContext(backend="tvm")
+    with pytest.raises(LatencyError, match="fp16 on CPU"):
+        LatencyContext(precision="fp16")
+    with pytest.raises(LatencyError, match="tensorrt"):
+        LatencyContext(backend="tensorrt")
