@@ -615,7 +615,11 @@ def write_outputs(results: dict[str, Any], output: str | os.PathLike[str], plots
 
 
 def plot_results(results: dict[str, Any], out: Path) -> list[Path]:
-    import matplotlib
+    try:
+        import matplotlib
+    except ImportError:
+        raise ValueError("the PNG plots need matplotlib: pip install 'gpunet[benchmark]', or pass --no-plots "
+                         "(the JSON and CSV results were written)") from None
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
