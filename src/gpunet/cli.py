@@ -269,38 +269,34 @@ def build_parser() -> argparse.ArgumentParser:
     c.add_argument("--layout", choices=("timm", "raw_state_dict"), help="NVIDIA layout (default: the model's)")
     c.set_defaults(func=cmd_convert)
 
-    t = sub.add_parser("train", help="train or fine-tune (NVIDIA's recipes, distillation, torchrun)",
-                       description="Train a GPUNet on an ImageFolder dataset with timm's machinery; "
-                                   "`--recipe NAME --print-config` shows NVIDIA's settings for a model. "
-                                   "Multi-process: torchrun --nproc-per-node N -m gpunet train ...")
-    add_train_arguments(t)
-    t.set_defaults(func=run_from_args)
-
-    e = sub.add_parser("export", help="export to ONNX, TorchScript, a Triton repository or a TensorRT engine",
-                       description="Export a GPUNet (BatchNorm folded) and check it against PyTorch: ONNX is "
-                                   "run in ONNX Runtime and the max abs difference printed.")
-    add_export_arguments(e)
-    e.set_defaults(func=run_export)
-
-    q = sub.add_parser("quantize", help="INT8 ONNX (ONNX Runtime static quantization, calibrated on images)",
-                       description="Static INT8 quantization (QDQ, per-channel weights) calibrated on a folder of "
-                                   "images; with --val, reports the top-1 difference and the speed-up vs fp32.")
-    add_quantize_arguments(q)
-    q.set_defaults(func=run_quantize)
-
-    b = sub.add_parser("benchmark", help="latency/throughput of backends, batch sizes and precisions",
-                       description="Measure GPUNets (and timm peers) on this machine: median/p90/p99 latency, "
-                                   "images/s, GFLOP/s and its share of a matmul peak measured in the same run. "
-                                   "Writes JSON, CSV and PNG plots.")
-    add_benchmark_arguments(b)
-    b.set_defaults(func=run_benchmark)
-
-    s = sub.add_parser("search", help="architecture search: GPUNets on the latency/accuracy Pareto front",
-                       description="Search GPUNet architectures (NSGA-II, candidates trained as Ray tasks) for the "
-                                   "best accuracy on DIR under a latency budget measured on this device. Writes "
-                                   "candidates.jsonl, front.csv, front/*.json, search_plot.png and a summary.")
-    add_search_arguments(s)
-    s.set_defaults(func=run_search)
+    # Commands whose arguments and runner live beside their API (train.py, export.py, ...).
+    delegated = (
+        ("train", "train or fine-tune (NVIDIA's recipes, distillation, torchrun)",
+         "Train a GPUNet on an ImageFolder dataset with timm's machinery; `--recipe NAME --print-config` shows "
+         "NVIDIA's settings for a model. Multi-process: torchrun --nproc-per-node N -m gpunet train ...",
+         add_train_arguments, run_from_args),
+        ("export", "export to ONNX, TorchScript, a Triton repository or a TensorRT engine",
+         "Export a GPUNet (BatchNorm folded) and check it against PyTorch: ONNX is run in ONNX Runtime and the "
+         "max abs difference printed.",
+         add_export_arguments, run_export),
+        ("quantize", "INT8 ONNX (ONNX Runtime static quantization, calibrated on images)",
+         "Static INT8 quantization (QDQ, per-channel weights) calibrated on a folder of images; with --val, "
+         "reports the top-1 difference and the speed-up vs fp32.",
+         add_quantize_arguments, run_quantize),
+        ("benchmark", "latency/throughput of backends, batch sizes and precisions",
+         "Measure GPUNets (and timm peers) on this machine: median/p90/p99 latency, images/s, GFLOP/s and its "
+         "share of a matmul peak measured in the same run. Writes JSON, CSV and PNG plots.",
+         add_benchmark_arguments, run_benchmark),
+        ("search", "architecture search: GPUNets on the latency/accuracy Pareto front",
+         "Search GPUNet architectures (NSGA-II, candidates trained as Ray tasks) for the best accuracy on DIR "
+         "under a latency budget measured on this device. Writes candidates.jsonl, front.csv, front/*.json, "
+         "search_plot.png and a summary.",
+         add_search_arguments, run_search),
+    )
+    for name, help_text, description, add_arguments, run in delegated:
+        command = sub.add_parser(name, help=help_text, description=description)
+        add_arguments(command)
+        command.set_defaults(func=run)
     return parser
 
 

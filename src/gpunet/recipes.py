@@ -18,10 +18,11 @@ gives exactly NVIDIA's lr on 8 GPUs and a proportionally smaller one on fewer. A
 
 from __future__ import annotations
 
-import difflib
 from collections.abc import Mapping
 from dataclasses import asdict, dataclass, fields
 from typing import Any
+
+from gpunet._names import did_you_mean
 
 NVIDIA_GPUS = 8  # NVIDIA's runs: 8 GPUs, `--batch-size` per GPU
 
@@ -135,9 +136,7 @@ def list_recipes() -> list[str]:
 
 def get_recipe(name: str) -> Recipe:
     if name not in RECIPES:
-        close = difflib.get_close_matches(name, list(RECIPES), n=1)
-        hint = f" Did you mean {close[0]!r}?" if close else ""
-        raise RecipeError(f"unknown recipe {name!r}.{hint} Known recipes: {', '.join(RECIPES)}")
+        raise RecipeError(f"unknown recipe {name!r}.{did_you_mean(name, RECIPES)} Known recipes: {', '.join(RECIPES)}")
     return RECIPES[name]
 
 
@@ -157,8 +156,7 @@ def resolve_config(recipe: str | Recipe | None = None, overrides: Mapping[str, A
         if value is None:
             continue
         if key not in DEFAULTS:
-            close = difflib.get_close_matches(key, list(DEFAULTS), n=1)
-            raise RecipeError(f"unknown setting {key!r}" + (f" (did you mean {close[0]!r}?)" if close else ""))
+            raise RecipeError(f"unknown setting {key!r}.{did_you_mean(key, DEFAULTS)}")
         cfg[key] = list(value) if isinstance(value, tuple) else value
     if isinstance(cfg.get("aa"), str) and cfg["aa"].lower() in ("", "none"):
         cfg["aa"] = None

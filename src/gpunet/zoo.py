@@ -6,13 +6,13 @@ stride `s`, the rest 1), `-` = field absent in NVIDIA's JSON. Channels chain imp
 
 from __future__ import annotations
 
-import difflib
 import os
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
 from torch import nn
 
+from gpunet._names import did_you_mean
 from gpunet.arch import Architecture, from_table, load_json
 from gpunet.model import DEFAULT_DROP_RATE, GPUNet, GPUNetFeatures
 
@@ -220,9 +220,7 @@ def list_models() -> list[str]:
 
 def get_entry(name: str) -> ZooEntry:
     if name not in _ZOO:
-        close = difflib.get_close_matches(name, list(_ZOO), n=1)
-        hint = f" Did you mean {close[0]!r}?" if close else ""
-        raise ValueError(f"unknown model {name!r}.{hint} Known models: {', '.join(_ZOO)}; "
+        raise ValueError(f"unknown model {name!r}.{did_you_mean(name, _ZOO)} Known models: {', '.join(_ZOO)}; "
                          "or pass the path of an NVIDIA-format architecture JSON or a gpunet .safetensors file.")
     return _ZOO[name]
 
