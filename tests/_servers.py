@@ -1,13 +1,15 @@
 """Real loopback servers for the download tests (no mocks).
 
-`FileServer` serves in-memory files over HTTP on 127.0.0.1 (port chosen by the OS),
-records every request with its headers, and can misbehave on purpose: cut the first
+`FileServer` serves in-memory files over HTTP on 127.0.0.1 (port chosen by the OS) with
+an ETag per content (a `Range` with a stale `If-Range` gets the whole new file, as RFC 9110
+says), records every request with its headers, and can misbehave on purpose: cut the first
 response of each file halfway (`cut_first`), or ignore `Range` headers (`ignore_range`).
 `RawServer` answers every connection with fixed bytes (e.g. something that is not HTTP).
 """
 
 from __future__ import annotations
 
+import hashlib
 import re
 import socket
 import threading
@@ -48,8 +50,10 @@ class FileServer:
                 if data is None:
                     self.send_error(404, "no such file")
                     return
+                etag = f'"{hashlib.sha256(data).hexdigest()[:16]}"'
                 match = _RANGE.match(self.headers.get("Range", ""))
-                if match and not server.ignore_range:
+                if_range = self.headers.get("If-Range")
+                if match and not server.ignore_range and if_range in (None, etag):
                     start = int(match.group(1))
                     if start >= len(data):
                         self.send_response(416)
@@ -64,6 +68,7 @@ class FileServer:
                     self.send_response(200)
                     body = data
                 self.send_header("Content-Type", "application/octet-stream")
+                self.send_header("ETag", etag)
                 self.send_header("Content-Length", str(len(body)))
                 self.send_header("Accept-Ranges", "bytes")
                 self.end_headers()

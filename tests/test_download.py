@@ -138,13 +138,29 @@ def test_interrupted_download_resumes_with_range(home: Path) -> None:
             hub.download(url, "w.bin", progress=False)
         assert url in str(excinfo.value)
         folder = home / "checkpoints"
-        assert sorted(os.listdir(folder)) == ["w.bin.partial"]  # no file that looks finished
+        # no file that looks finished; the first response's ETag is kept for If-Range
+        assert sorted(os.listdir(folder)) == ["w.bin.partial", "w.bin.partial.validator"]
         half = (folder / "w.bin.partial").stat().st_size
         assert half == len(PAYLOAD) // 2
+        validator = (folder / "w.bin.partial.validator").read_text().strip()
         path = hub.download(url, "w.bin", progress=False)
         assert [r.headers.get("Range") for r in server.requests] == [None, f"bytes={half}-"]
+        assert server.requests[1].headers.get("If-Range") == validator
     assert path == folder / "w.bin"
+    assert not (folder / "w.bin.partial.validator").exists()
     assert_cached(home, "w.bin", PAYLOAD)
+
+
+def test_file_changed_on_the_server_is_not_spliced(home: Path) -> None:
+    """Resume is guarded by If-Range: a file that changed between attempts is downloaded afresh."""
+    new = bytes(reversed(PAYLOAD))
+    with file_server({"w.bin": PAYLOAD}, cut_first=True) as server:
+        with pytest.raises(DownloadError, match="resume"):
+            hub.download(server.url("w.bin"), "w.bin", progress=False)
+        server.files["w.bin"] = new
+        hub.download(server.url("w.bin"), "w.bin", progress=False)
+        assert server.requests[1].headers.get("Range") and server.requests[1].headers.get("If-Range")
+    assert_cached(home, "w.bin", new)
 
 
 def test_server_ignoring_range_still_gives_the_right_file(home: Path) -> None:

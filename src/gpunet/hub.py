@@ -3,7 +3,9 @@
 The cache is `$GPUNET_HOME` (default `~/.cache/gpunet`), checkpoints under `checkpoints/`.
 A download is written to `<file>.partial` and renamed only when complete, so an
 interrupted download never leaves a file that looks finished; the next attempt resumes
-it with an HTTP Range request where the server allows. Each finished file gets a
+it with an HTTP Range request where the server allows, guarded by `If-Range` with the
+first response's ETag (or Last-Modified), so a file that changed on the server in between
+is downloaded afresh instead of being spliced. Each finished file gets a
 `<file>.sha256` beside it, checked on every later use.
 """
 
@@ -17,6 +19,7 @@ import urllib.error
 import urllib.parse
 import urllib.request
 from pathlib import Path
+from typing import Any
 
 from tqdm.auto import tqdm
 
@@ -66,11 +69,18 @@ def download(url: str, filename: str | None = None, *, sha256: str | None = None
     digest = file_sha256(part)
     if sha256 and digest != sha256.lower():
         part.unlink()
+        _validator(part).unlink(missing_ok=True)
         raise DownloadError(f"{url}: sha256 {digest} does not match the expected {sha256}; the partial file "
                             f"was deleted. {hint}".strip())
     os.replace(part, dst)
+    _validator(part).unlink(missing_ok=True)
     _write_text_atomic(_sidecar(dst), digest + "\n")
     return dst
+
+
+def _validator(part: Path) -> Path:
+    """Where the ETag / Last-Modified of the response that started `part` is kept (for If-Range)."""
+    return part.with_name(part.name + ".validator")
 
 
 def _sidecar(path: Path) -> Path:
@@ -96,12 +106,24 @@ def _write_text_atomic(path: Path, text: str) -> None:
     atomic_write_bytes(path, text.encode())
 
 
+def _remember_validator(part: Path, headers: Any) -> None:
+    """Keep the strong ETag (else Last-Modified) of a fresh response, to resume it safely later."""
+    etag = headers.get("ETag")
+    validator = etag if etag and not etag.startswith("W/") else headers.get("Last-Modified")
+    if validator:
+        _write_text_atomic(_validator(part), validator + "\n")
+    else:
+        _validator(part).unlink(missing_ok=True)
+
+
 def _fetch(url: str, part: Path, progress: bool, hint: str) -> None:
     """Stream `url` into `part`, resuming from its current size when the server honours Range."""
     offset = part.stat().st_size if part.exists() else 0
     request = urllib.request.Request(url, headers={"User-Agent": "gpunet"})
     if offset and url.startswith(("http://", "https://")):
         request.add_header("Range", f"bytes={offset}-")
+        if _validator(part).exists():  # resume only if the file on the server is still the same
+            request.add_header("If-Range", _validator(part).read_text().strip())
     try:
         response = urllib.request.urlopen(request, timeout=TIMEOUT_S)  # noqa: S310 (http/https/file only)
     except urllib.error.HTTPError as exc:
@@ -115,7 +137,8 @@ def _fetch(url: str, part: Path, progress: bool, hint: str) -> None:
     with response:
         status = getattr(response, "status", None) or 200
         if status != 206:
-            offset = 0  # the server sent the whole file
+            offset = 0  # the server sent the whole file (no range support, or the file changed)
+            _remember_validator(part, response.headers)
         length = response.headers.get("Content-Length")
         total = offset + int(length) if length is not None else None
         written = offset
