@@ -136,9 +136,9 @@ def _pretrained_desc() -> str:
 
 
 def _cfg(model: Any) -> dict[str, Any]:
-    from gpunet.transforms import _preprocess_config
+    from gpunet.transforms import preprocess_config
 
-    return _preprocess_config(model)
+    return preprocess_config(model)
 
 
 # ---------------------------------------------------------------------------- validate

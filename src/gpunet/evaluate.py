@@ -24,7 +24,7 @@ from torch import nn
 from gpunet._io import atomic_write_bytes
 from gpunet.classify import autocast, load_model, resolve_device
 from gpunet.data import ImageFolder, collate
-from gpunet.transforms import _preprocess_config, eval_transform
+from gpunet.transforms import eval_transform, preprocess_config
 
 
 @dataclass
@@ -92,7 +92,7 @@ def validate(model: str | os.PathLike[str] | nn.Module, data_dir: str | os.PathL
     if dataset.imagenet and model_classes != 1000:
         raise ValueError(f"{dataset.root}: the class folders are ImageNet synsets, but the model has {model_classes} "
                          "classes (1000 needed)")
-    cfg = _preprocess_config(net)
+    cfg = preprocess_config(net)
     size = img_size or int(cfg["input_size"][-1])
     pct = crop_pct or float(cfg["crop_pct"])
     dataset.transform = eval_transform(net, img_size=size, crop_pct=pct)

@@ -21,6 +21,7 @@ from __future__ import annotations
 import argparse
 import contextlib
 import copy
+import importlib
 import io
 import json
 import os
@@ -98,9 +99,9 @@ def _version() -> str:
 
 def preprocess_config(model: nn.Module, img_size: int | None = None) -> dict[str, Any]:
     """input_size, crop_pct, interpolation, mean, std: the model's pretrained config or the eval defaults."""
-    from gpunet.transforms import _preprocess_config
+    from gpunet.transforms import preprocess_config
 
-    cfg = _preprocess_config(model)
+    cfg = preprocess_config(model)
     size = int(img_size or cfg["input_size"][-1])
     return {"input_size": [3, size, size], "crop_pct": float(cfg["crop_pct"]),
             "interpolation": str(cfg["interpolation"]), "mean": [float(v) for v in cfg["mean"]],
@@ -201,22 +202,20 @@ def read_metadata(path_or_proto: Any) -> dict[str, Any]:
     return out
 
 
-def _import_onnx() -> Any:
+def _require(module: str, why: str) -> Any:
+    """Import an optional dependency, or say which extra installs it."""
     try:
-        import onnx
+        return importlib.import_module(module)
     except ImportError as exc:
-        raise ExportError("ONNX export needs the `onnx` package: pip install 'gpunet[export]' "
-                          "(onnx, onnxruntime, onnxscript)") from exc
-    return onnx
+        raise ExportError(f"{why}: pip install 'gpunet[export]'") from exc
+
+
+def _import_onnx() -> Any:
+    return _require("onnx", "ONNX export needs the `onnx` package (with onnxruntime, onnxscript)")
 
 
 def _import_ort() -> Any:
-    try:
-        import onnxruntime
-    except ImportError as exc:
-        raise ExportError("running ONNX models needs ONNX Runtime: pip install 'gpunet[export]' "
-                          "(or onnxruntime-gpu on a CUDA machine)") from exc
-    return onnxruntime
+    return _require("onnxruntime", "running ONNX models needs ONNX Runtime (onnxruntime-gpu on a CUDA machine)")
 
 
 def _torch_version() -> tuple[int, int]:

@@ -45,7 +45,7 @@ def to_rgb(image: Image.Image) -> Image.Image:
 def eval_transform(model_or_name: Any = "gpunet_d1", *, img_size: int | None = None,
                    crop_pct: float | None = None) -> Callable[[Image.Image], torch.Tensor]:
     """The exact evaluation transform for a zoo name, a model (its pretrained config) or an architecture."""
-    cfg = _preprocess_config(model_or_name)
+    cfg = preprocess_config(model_or_name)
     size = img_size or cfg["input_size"][-1]
     pct = crop_pct or cfg["crop_pct"]
     return T.Compose([
@@ -57,7 +57,8 @@ def eval_transform(model_or_name: Any = "gpunet_d1", *, img_size: int | None = N
     ])
 
 
-def _preprocess_config(model_or_name: Any) -> dict[str, Any]:
+def preprocess_config(model_or_name: Any) -> dict[str, Any]:
+    """input_size, crop_pct, interpolation, mean, std of a model's weights (zoo config, else eval defaults)."""
     from gpunet.zoo import IMAGENET_MEAN, IMAGENET_STD, get_pretrained_config, resolve_architecture
 
     cfg = getattr(model_or_name, "pretrained_cfg", None)

@@ -27,8 +27,7 @@ from pathlib import Path
 from typing import Any
 
 import torch
-from safetensors import SafetensorError
-from safetensors.torch import load_file as load_safetensors
+from safetensors import SafetensorError, safe_open
 from safetensors.torch import save_file as save_safetensors
 from torch import nn
 
@@ -168,13 +167,13 @@ def _is_torch_zip(path: str) -> bool:
         return False
 
 
-def _read_safetensors(path: str) -> tuple[OrderedDict[str, torch.Tensor], dict[str, str]]:
+def _read_safetensors(path: str, tensors: bool = True) -> tuple[OrderedDict[str, torch.Tensor], dict[str, str]]:
+    """Tensors (unless `tensors=False`: metadata only, nothing else read) and metadata of a .safetensors file."""
     try:
-        from safetensors import safe_open
-
         with safe_open(path, framework="pt") as f:
             metadata = dict(f.metadata() or {})
-        return OrderedDict(load_safetensors(path)), metadata
+            state_dict = OrderedDict((k, f.get_tensor(k)) for k in f.keys()) if tensors else OrderedDict()
+        return state_dict, metadata
     except (SafetensorError, OSError, ValueError) as exc:
         raise WeightsError(f"{path}: corrupt or truncated .safetensors file ({exc})") from None
 
@@ -244,8 +243,12 @@ def _extract_state_dict(obj: Any, name: str) -> OrderedDict[str, torch.Tensor]:
 
 
 def read_safetensors_architecture(path: str | os.PathLike[str]) -> Architecture:
-    """The architecture recorded in one of our .safetensors files."""
-    _, metadata = read_checkpoint(path)
+    """The architecture recorded in one of our .safetensors files (reads the header only)."""
+    _, metadata = _read_safetensors(os.fspath(path), tensors=False)
+    return _recorded_architecture(os.fspath(path), metadata)
+
+
+def _recorded_architecture(path: str, metadata: Mapping[str, str]) -> Architecture:
     if SAFETENSORS_ARCH_KEY not in metadata:
         raise WeightsError(f"{os.fspath(path)}: no '{SAFETENSORS_ARCH_KEY}' metadata; this .safetensors file was "
                            "not written by gpunet: name the model, e.g. create_model('gpunet_d1', weights=PATH)")
@@ -429,26 +432,28 @@ def convert(src: str | os.PathLike[str], dst: str | os.PathLike[str], model: str
     .safetensors and for NVIDIA checkpoints of a released model (recognised by shape).
     Returns the layout written.
     """
-    from gpunet.zoo import create_model, get_pretrained_config
+    from gpunet.zoo import create_model, get_pretrained_config, resolve_architecture
 
     src_path = resolve_weights_path(src)
-    if model is None:
-        model = _infer_model(src_path)
-    net = create_model(model, weights=src_path, progress=False)
+    state_dict, metadata = read_checkpoint(src_path)
+    arch, name = resolve_architecture(model if model is not None else
+                                      _infer_architecture(src_path, state_dict, metadata))
+    net = create_model(arch, num_classes=checkpoint_num_classes(state_dict, arch), progress=False)
+    load_state_dict(net, state_dict, src_path)
     if os.fspath(dst).endswith(".safetensors"):
         save_safetensors_checkpoint(net, dst)
         return "gpunet-safetensors"
     if layout is None:
-        name = getattr(net, "pretrained_cfg", {}).get("name")
         layout = get_pretrained_config(name).checkpoint_format if name else "timm"
     save_nvidia_checkpoint(net, dst, layout)
     return f"nvidia-{layout}"
 
 
-def _infer_model(path: str) -> str:
-    state_dict, metadata = read_checkpoint(path)
+def _infer_architecture(path: str, state_dict: Mapping[str, torch.Tensor],
+                        metadata: Mapping[str, str]) -> Architecture | str:
+    """The architecture recorded in our files, else the released model the tensors belong to."""
     if SAFETENSORS_ARCH_KEY in metadata:
-        return path
+        return _recorded_architecture(path, metadata)
     guess = guess_model(state_dict)
     if guess is None:
         raise WeightsError(f"{path}: not a checkpoint of a released GPUNet; name its architecture "

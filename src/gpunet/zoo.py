@@ -218,10 +218,14 @@ def list_models() -> list[str]:
     return list(_ZOO)
 
 
+def _unknown_model(name: str) -> ValueError:
+    return ValueError(f"unknown model {name!r}.{did_you_mean(name, _ZOO)} Known models: {', '.join(_ZOO)}; "
+                      "or pass the path of an NVIDIA-format architecture JSON or a gpunet .safetensors file.")
+
+
 def get_entry(name: str) -> ZooEntry:
     if name not in _ZOO:
-        raise ValueError(f"unknown model {name!r}.{did_you_mean(name, _ZOO)} Known models: {', '.join(_ZOO)}; "
-                         "or pass the path of an NVIDIA-format architecture JSON or a gpunet .safetensors file.")
+        raise _unknown_model(name)
     return _ZOO[name]
 
 
@@ -253,8 +257,7 @@ def resolve_architecture(name_or_path: str | os.PathLike[str] | Architecture) ->
         else:
             arch = load_json(text)
         return arch, find_model_name(arch)
-    get_entry(text)  # raises with suggestions
-    raise AssertionError("unreachable")
+    raise _unknown_model(text)
 
 
 def create_model(name_or_path: str | os.PathLike[str] | Architecture, *, pretrained: bool = False,
