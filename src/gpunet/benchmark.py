@@ -140,7 +140,8 @@ def add_benchmark_arguments(parser: argparse.ArgumentParser) -> argparse.Argumen
 
 # ---------------------------------------------------------------------------- timing helpers
 
-def _sync(device: torch.device) -> None:
+def sync_device(device: torch.device) -> None:
+    """Wait for queued GPU work, so a timer measures it (no-op on CPU)."""
     if device.type == "cuda":
         torch.cuda.synchronize(device)
 
@@ -156,10 +157,10 @@ def percentile(values: Sequence[float], q: float) -> float:
 
 
 def _time_call(fn: Callable[[], Any], device: torch.device) -> float:
-    _sync(device)
+    sync_device(device)
     t0 = time.perf_counter()
     fn()
-    _sync(device)
+    sync_device(device)
     return time.perf_counter() - t0
 
 
@@ -558,7 +559,7 @@ def _bench_model(spec: ModelSpec, base: nn.Module, precision: str, device: torch
                 with torch.inference_mode():
                     for _ in range(max(args.warmup, 1)):
                         fn(inp)
-                    _sync(device)
+                    sync_device(device)
                 active[backend] = (fn, inp)
             except Skip as e:
                 rec.skipped, rec.reason = True, str(e)

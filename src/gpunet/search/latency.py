@@ -36,6 +36,7 @@ import torch
 from torch import nn
 
 from gpunet.arch import Architecture, ConvSpec, FusedIRBSpec, HeadSpec, IRBSpec, LayerSpec, TailSpec
+from gpunet.benchmark import sync_device
 
 BACKENDS = ("eager", "onnxruntime", "tensorrt")
 PRECISIONS = {"fp32": torch.float32, "fp16": torch.float16, "bf16": torch.bfloat16}
@@ -90,11 +91,6 @@ class LatencyContext:
 
 # ---------------------------------------------------------------------------- timing
 
-def _sync(device: torch.device) -> None:
-    if device.type == "cuda":
-        torch.cuda.synchronize(device)
-
-
 def time_runner(run: Callable[[torch.Tensor], Any], example: torch.Tensor, ctx: LatencyContext) -> float:
     """Median milliseconds of `run(example)` after warm-up (>= min_repeats calls and >= min_time_s)."""
     device = torch.device(ctx.device)
@@ -105,14 +101,14 @@ def time_runner(run: Callable[[torch.Tensor], Any], example: torch.Tensor, ctx: 
         with torch.inference_mode():
             for _ in range(3):
                 run(example)
-            _sync(device)
+            sync_device(device)
             samples: list[float] = []
             start = time.perf_counter()
             while len(samples) < ctx.min_repeats or (time.perf_counter() - start < ctx.min_time_s
                                                      and len(samples) < 1000):
                 t0 = time.perf_counter()
                 run(example)
-                _sync(device)
+                sync_device(device)
                 samples.append(time.perf_counter() - t0)
     finally:
         torch.set_num_threads(old_threads)
@@ -121,6 +117,8 @@ def time_runner(run: Callable[[torch.Tensor], Any], example: torch.Tensor, ctx: 
 
 def _onnx_runner(module: nn.Module, example: torch.Tensor, ctx: LatencyContext, workdir: str) -> Callable[..., Any]:
     import onnxruntime as ort
+
+    from gpunet.export import onnx_session
 
     fp16 = ctx.precision == "fp16"
     m = copy.deepcopy(module).float().cpu().eval()
@@ -141,11 +139,7 @@ def _onnx_runner(module: nn.Module, example: torch.Tensor, ctx: LatencyContext, 
     providers = ["CUDAExecutionProvider"] if cuda else ["CPUExecutionProvider"]
     if providers[0] not in ort.get_available_providers():
         raise LatencyError(f"onnxruntime: {providers[0]} is not available")
-    so = ort.SessionOptions()
-    so.intra_op_num_threads = max(1, ctx.threads)
-    so.inter_op_num_threads = 1
-    so.log_severity_level = 3
-    sess = ort.InferenceSession(path, so, providers=providers)
+    sess = onnx_session(path, threads=max(1, ctx.threads), providers=providers)
     arr = x.numpy().astype(np.float16 if fp16 else np.float32)
 
     def run(_: torch.Tensor) -> Any:
