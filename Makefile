@@ -12,7 +12,7 @@ TORCH_PINS := torch==2.14.1 torchvision==0.29.1
 $(STAMP): pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install --quiet --upgrade pip
-	$(PY) -m pip install --quiet $(TORCH_PINS) -e '.[dev,export]'
+	$(PY) -m pip install --quiet $(TORCH_PINS) -e '.[dev,export,openvino]'
 	touch $(STAMP)
 
 run: $(STAMP)

@@ -28,6 +28,14 @@ def _args(*argv: str) -> argparse.Namespace:
     return add_benchmark_arguments(argparse.ArgumentParser()).parse_args(list(argv))
 
 
+def _have_openvino() -> bool:
+    try:
+        import openvino  # noqa: F401
+    except ImportError:
+        return False
+    return _have_export()
+
+
 def _have_export() -> bool:
     try:
         import onnxruntime  # noqa: F401
@@ -41,7 +49,8 @@ def _have_export() -> bool:
 @pytest.fixture(scope="module")
 def tiny_run(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, int]:
     out = tmp_path_factory.mktemp("bench")
-    backends = "eager,fused,fused-microbatch,cudagraph" + (",onnxruntime" if _have_export() else "")
+    backends = ("eager,fused,fused-microbatch,cudagraph" + (",onnxruntime" if _have_export() else "")
+                + (",openvino" if _have_openvino() else ""))
     code = run_benchmark(_args("--models", "gpunet_0", "--peers", "timm:mobilenetv3_small_050", "--img-size", "64",
                                "--batch-sizes", "1,2", "--repeats", "2", "--warmup", "1", "--threads", "1",
                                "--backends", backends, "--precision", "fp32", "--quiet", "--output", str(out)))
@@ -77,6 +86,11 @@ def test_tiny_run_writes_json(tiny_run: tuple[Path, int]) -> None:
         assert cg and all(r["skipped"] and "CUDA" in r["reason"] for r in cg)
     if _have_export():
         assert any(r["backend"] == "onnxruntime" and not r["skipped"] for r in recs)
+    if _have_openvino():
+        ov = [r for r in ran if r["backend"] == "openvino"]
+        assert {(r["model"], r["batch"]) for r in ov} == {(m, n) for m in models for n in (1, 2)}
+        assert all("f32 inference precision" in r["note"] for r in ov)
+    assert data["header"]["settle_ms"] == 50.0
 
 
 def test_tiny_run_writes_csv(tiny_run: tuple[Path, int]) -> None:

@@ -12,11 +12,17 @@ Backends (each skipped with a reason where it cannot run):
 * `onnxruntime`      `gpunet.export.export_onnx` + `onnx_session` (fp32; fp16 on CUDA)
 * `onnxruntime-int8` `gpunet.quantize.quantize_onnx` (static INT8; calibration images from
                      --calibration-dir, else synthetic ones: fine for speed, not for accuracy)
+* `openvino`         (CPU) `gpunet.export.openvino_model` on the exported ONNX, static batch shape, inference
+                     precision pinned to the benchmarked one (f32 for fp32, bf16 for bf16); when openvino is installed
+* `openvino-int8`    (CPU) the INT8 QDQ model of `onnxruntime-int8`, run by OpenVINO
 * `tensorrt`         (CUDA) a TensorRT engine from `gpunet.export.export_tensorrt`, when tensorrt is installed
 
 Timing: `torch.inference_mode`, `--warmup` untimed calls, then `--repeats` rounds; each round
 times one call of every backend (interleaved, so a noisy neighbour hits all alike), with
-`time.perf_counter` and CUDA synchronisation. Reported: median/p90/p99 latency, images/s =
+`time.perf_counter` and CUDA synchronisation. On CPU each timed call follows a `--settle-ms`
+pause: the runtimes' worker threads spin for a while after a call, and without the pause the
+backend timed next runs on cores they still occupy (measured: OpenVINO 92 ms right after ONNX
+Runtime, 68 ms after a 50 ms pause). Reported: median/p90/p99 latency, images/s =
 batch / median, achieved GFLOP/s = 2 * MACs * batch / median (MACs: `gpunet.info.count_macs`),
 and its share of a peak measured in the same run: the median GFLOP/s of a large matrix multiply
 (2048^3, same device, threads and dtype). On CPU the peak is the faster of `torch.matmul` and the
@@ -30,6 +36,7 @@ import argparse
 import copy
 import csv
 import functools
+import importlib
 import io
 import json
 import math
@@ -49,8 +56,10 @@ from torch import nn
 
 from gpunet._io import atomic_write, atomic_write_bytes
 
-BACKENDS = ("eager", "fused", "fused-microbatch", "compile", "cudagraph", "onnxruntime", "onnxruntime-int8", "tensorrt")
+BACKENDS = ("eager", "fused", "fused-microbatch", "compile", "cudagraph", "onnxruntime", "onnxruntime-int8", "openvino",
+            "openvino-int8", "tensorrt")
 DEFAULT_BACKENDS = "eager,fused,compile,onnxruntime"
+PER_BATCH_BACKENDS = ("cudagraph", "tensorrt", "openvino", "openvino-int8")  # built for one input shape
 PRECISIONS = {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}
 PEAK_SIZE = 2048
 EXIT_OK, EXIT_USAGE = 0, 2
@@ -128,8 +137,12 @@ def add_benchmark_arguments(parser: argparse.ArgumentParser) -> argparse.Argumen
                         help="CPU threads for torch and ONNX Runtime (default: torch's current setting)")
     parser.add_argument("--warmup", type=int, default=5, help="untimed calls per backend (default 5)")
     parser.add_argument("--repeats", type=int, default=20, help="timed calls per backend (default 20)")
+    parser.add_argument("--settle-ms", type=float, default=50.0,
+                        help="CPU: idle pause before each timed call, so the spinning worker threads of the "
+                             "previous backend's runtime (OpenMP, ONNX Runtime, OpenVINO) do not steal the cores "
+                             "of the next one (default 50; 0 disables)")
     parser.add_argument("--calibration-dir", default=None,
-                        help="images for onnxruntime-int8 calibration (default: synthetic images)")
+                        help="images for the int8 backends' calibration (default: synthetic images)")
     parser.add_argument("--output", "-o", default=None,
                         help="output folder for results.json, results.csv and perf_*.png "
                              "(default ./benchmark/<timestamp>)")
@@ -286,6 +299,32 @@ def _synthetic_calibration(workdir: Path, img_size: int, n: int = 8) -> Path:
     return folder
 
 
+def _int8_onnx_path(fp32_path: Path, spec: ModelSpec, args: argparse.Namespace, workdir: Path) -> tuple[Path, str]:
+    """The static INT8 QDQ model of `fp32_path` (made once per run) and a note on its calibration."""
+    try:
+        import gpunet.quantize as quantize
+    except ImportError:
+        raise Skip("gpunet.quantize not available") from None
+    calib, note = args.calibration_dir, ""
+    if calib is None:
+        calib = _synthetic_calibration(workdir, spec.img_size)
+        note = ", synthetic calibration (speed only)"
+    qpath = workdir / f"{fp32_path.stem}_int8.onnx"
+    if not qpath.exists():
+        quantize.quantize_onnx(fp32_path, qpath, calib, num_images=8 if args.calibration_dir is None else 128,
+                               img_size=spec.img_size)
+    return qpath, note
+
+
+def _openvino_runner(compiled: Any) -> Runner:
+    request = compiled.create_infer_request()
+
+    def run(x: torch.Tensor) -> Any:
+        return request.infer(x.detach().cpu().numpy(), share_inputs=True)
+
+    return run
+
+
 def _ort_runner(session: Any, device: torch.device, fp16: bool) -> Runner:
     import numpy as np
 
@@ -342,10 +381,6 @@ def build_runner(backend: str, spec: ModelSpec, base: nn.Module, precision: str,
         if backend == "onnxruntime-int8":
             if precision != "fp32":
                 raise Skip("onnxruntime-int8 runs from the fp32 model: use --precision fp32")
-            try:
-                import gpunet.quantize as quantize
-            except ImportError:
-                raise Skip("gpunet.quantize not available") from None
         elif precision == "bf16":
             raise Skip("onnxruntime: no bf16 convolution kernels (fp32, or fp16 on CUDA)")
         elif fp16 and device.type != "cuda":
@@ -358,17 +393,25 @@ def build_runner(backend: str, spec: ModelSpec, base: nn.Module, precision: str,
         path = _onnx_path(spec, base, workdir, fp16)
         note = f"{providers[0]}"
         if backend == "onnxruntime-int8":
-            calib = args.calibration_dir
-            if calib is None:
-                calib = _synthetic_calibration(workdir, spec.img_size)
-                note += ", synthetic calibration (speed only)"
-            qpath = workdir / f"{path.stem}_int8.onnx"
-            if not qpath.exists():
-                quantize.quantize_onnx(path, qpath, calib, num_images=8 if args.calibration_dir is None else 128,
-                                       img_size=spec.img_size)
-            path = qpath
+            path, calibration = _int8_onnx_path(path, spec, args, workdir)
+            note += calibration
         session = export.onnx_session(path, threads=args.threads, providers=providers)
         return _ort_runner(session, device, fp16), note, False
+    if backend in ("openvino", "openvino-int8"):
+        export = _export_module()
+        if device.type != "cpu":
+            raise Skip(f"{backend}: CPU only here (OpenVINO's GPU plugin is for Intel GPUs)")
+        if not export.openvino_available():
+            raise Skip("the openvino Python package is not installed (pip install 'gpunet[openvino]')")
+        if backend == "openvino-int8" and precision != "fp32":
+            raise Skip("openvino-int8 runs from the fp32 model: use --precision fp32")
+        path = _onnx_path(spec, base, workdir, False)
+        note = f"OpenVINO CPU, {export.OPENVINO_PRECISIONS[precision]} inference precision"
+        if backend == "openvino-int8":
+            path, calibration = _int8_onnx_path(path, spec, args, workdir)
+            note = "OpenVINO CPU, the INT8 QDQ model of onnxruntime-int8" + calibration
+        compiled = export.openvino_model(path, precision=precision, threads=args.threads, batch=example.shape[0])
+        return _openvino_runner(compiled), note, False
     if backend == "tensorrt":
         if device.type != "cuda":
             raise Skip("tensorrt needs CUDA")
@@ -460,12 +503,11 @@ def machine_info(device: torch.device, threads: int) -> dict[str, Any]:
         "python": platform.python_version(), "torch": torch.__version__, "threads": threads,
         "device": str(device), "onednn": torch.backends.mkldnn.is_available(),
     }
-    try:
-        import onnxruntime
-
-        info["onnxruntime"] = onnxruntime.__version__
-    except ImportError:
-        info["onnxruntime"] = None
+    for package in ("onnxruntime", "openvino"):
+        try:
+            info[package] = importlib.import_module(package).__version__
+        except ImportError:
+            info[package] = None
     if device.type == "cuda":
         info["gpu"] = torch.cuda.get_device_name(device)
         info["cuda"] = torch.version.cuda
@@ -507,7 +549,7 @@ def benchmark(args: argparse.Namespace) -> dict[str, Any]:
     peaks = {p: measure_peak(device, PRECISIONS[p]) for p in precisions
              if not (device.type == "cpu" and p == "fp16")}
     header = {"machine": machine_info(device, threads), "peak": peaks, "peak_size": PEAK_SIZE,
-              "warmup": args.warmup, "repeats": args.repeats, "backends": backends,
+              "warmup": args.warmup, "repeats": args.repeats, "settle_ms": args.settle_ms, "backends": backends,
               "batch_sizes": args.batch_sizes, "precisions": precisions,
               "created": time.strftime("%Y-%m-%dT%H:%M:%S%z")}
     records: list[Record] = []
@@ -542,7 +584,7 @@ def _bench_model(spec: ModelSpec, base: nn.Module, precision: str, device: torch
         for backend in backends:
             rec = record(backend)
             recs[backend] = rec
-            key = f"{backend}@{batch}" if backend in ("cudagraph", "tensorrt") else backend
+            key = f"{backend}@{batch}" if backend in PER_BATCH_BACKENDS else backend
             try:
                 if key not in runners:
                     try:
@@ -566,9 +608,11 @@ def _bench_model(spec: ModelSpec, base: nn.Module, precision: str, device: torch
             except Exception as e:  # noqa: BLE001  (a backend failing here must not end the run)
                 rec.skipped, rec.reason = True, f"failed: {type(e).__name__}: {str(e).splitlines()[0][:300]}"
                 runners[key] = rec.reason
+        settle = args.settle_ms / 1e3 if device.type == "cpu" and len(active) > 1 else 0.0
         with torch.inference_mode():
             for _ in range(args.repeats):
                 for backend, (fn, inp) in active.items():
+                    time.sleep(settle)
                     recs[backend].times_ms.append(_time_call(functools.partial(fn, inp), device) * 1e3)
         for backend in backends:
             rec = recs[backend]

@@ -1,4 +1,4 @@
-"""Deployment formats: ONNX (checked in ONNX Runtime), TorchScript, a Triton model repository, TensorRT.
+"""Deployment formats: ONNX (checked in ONNX Runtime), OpenVINO IR, TorchScript, a Triton repository, TensorRT.
 
     from gpunet.export import export_onnx, onnx_session
     model = gpunet.create_model("gpunet_d1", pretrained=True)
@@ -29,7 +29,7 @@ import re
 import sys
 import tempfile
 import warnings
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -47,7 +47,7 @@ LEGACY_OPSET = 17
 FP32_RTOL = 1e-4  # max |onnx - torch| allowed, relative to max |logit|
 FP16_RTOL = 5e-2
 CHECK_BATCHES_DYNAMIC = (1, 3)
-FORMATS = ("onnx", "torchscript", "tensorrt", "triton")
+FORMATS = ("onnx", "openvino", "torchscript", "tensorrt", "triton")
 
 # metadata_props keys written into every exported ONNX file
 META_ARCHITECTURE = "gpunet.architecture"  # NVIDIA-format JSON list
@@ -59,6 +59,7 @@ META_NUM_CLASSES = "gpunet.num_classes"
 META_FUSED = "gpunet.fused"
 META_PRECISION = "gpunet.precision"  # "fp32" | "fp16" | "int8"
 _JSON_KEYS = (META_ARCHITECTURE, META_PREPROCESS, META_LABELS)
+_META_KEYS = (*_JSON_KEYS, META_VERSION, META_MODEL, META_NUM_CLASSES, META_FUSED, META_PRECISION)
 
 
 class ExportError(ValueError):
@@ -184,30 +185,34 @@ def set_metadata(proto: Any, meta: dict[str, str]) -> None:
 
 
 def read_metadata(path_or_proto: Any) -> dict[str, Any]:
-    """The gpunet metadata of an exported ONNX file (JSON fields decoded); other keys come back as text."""
+    """The gpunet metadata of an exported ONNX or OpenVINO (.xml) file (JSON fields decoded; the rest as text)."""
+    if isinstance(path_or_proto, (str, os.PathLike)) and os.fspath(path_or_proto).endswith(".xml"):
+        return _decode_metadata(_openvino_metadata(path_or_proto), os.fspath(path_or_proto))
     if isinstance(path_or_proto, (str, os.PathLike)):
         onnx = _import_onnx()
         proto = onnx.load(os.fspath(path_or_proto), load_external_data=False)
     else:
         proto = path_or_proto
-    out: dict[str, Any] = {}
-    for p in proto.metadata_props:
-        if p.key in _JSON_KEYS:
+    return _decode_metadata({p.key: p.value for p in proto.metadata_props}, "ONNX")
+
+
+def _decode_metadata(meta: dict[str, str], source: str) -> dict[str, Any]:
+    out: dict[str, Any] = dict(meta)
+    for key in _JSON_KEYS:
+        if key in meta:
             try:
-                out[p.key] = json.loads(p.value)
+                out[key] = json.loads(meta[key])
             except json.JSONDecodeError as exc:
-                raise ExportError(f"ONNX metadata {p.key} is not valid JSON: {exc}") from exc
-        else:
-            out[p.key] = p.value
+                raise ExportError(f"{source} metadata {key} is not valid JSON: {exc}") from exc
     return out
 
 
-def _require(module: str, why: str) -> Any:
+def _require(module: str, why: str, extra: str = "export") -> Any:
     """Import an optional dependency, or say which extra installs it."""
     try:
         return importlib.import_module(module)
     except ImportError as exc:
-        raise ExportError(f"{why}: pip install 'gpunet[export]'") from exc
+        raise ExportError(f"{why}: pip install 'gpunet[{extra}]'") from exc
 
 
 def _import_onnx() -> Any:
@@ -356,33 +361,36 @@ def _tolerance(reference: np.ndarray, rtol: float) -> float:
     return rtol * max(float(np.abs(reference).max()), 1e-6)
 
 
-def _check_onnx(file: str, path: str, reference: nn.Module, img_size: int, batches: Sequence[int], rtol: float,
-                threads: int | None) -> tuple[float, float]:
-    """Max |ORT - PyTorch| over `batches` (same random inputs) for the ONNX `file` that will become `path`;
-    raises ExportError over tolerance."""
-    try:
-        session = onnx_session(file, threads=threads, providers=["CPUExecutionProvider"])
-    except Exception as exc:  # onnxruntime's own error types
-        raise ExportError(f"{path}: ONNX Runtime cannot load the exported model ({exc}); nothing was written "
-                          "(check=False / --no-check writes it unchecked)") from exc
+def _check_parity(run: Callable[[np.ndarray], np.ndarray], path: str, engine: str, reference: nn.Module,
+                  img_size: int, batches: Sequence[int], rtol: float) -> tuple[float, float]:
+    """Max |`run` - PyTorch| over `batches` (the same seeded random inputs); ExportError over tolerance."""
     gen = torch.Generator().manual_seed(0)
     worst, tol = 0.0, float("inf")
     for b in batches:
         x = torch.randn(b, 3, img_size, img_size, generator=gen)
         with torch.no_grad():
             expected = reference(x).float().numpy()
-        got = session.run([OUTPUT_NAME], {INPUT_NAME: x.numpy()})[0]
+        got = np.asarray(run(x.numpy()))
         if got.shape != expected.shape:
-            raise ExportError(f"{path}: ONNX Runtime gave shape {got.shape} for batch {b}, PyTorch "
-                              f"{expected.shape}")
-        diff = float(np.abs(got.astype(np.float64) - expected).max())
-        worst = max(worst, diff)
+            raise ExportError(f"{path}: {engine} gave shape {got.shape} for batch {b}, PyTorch {expected.shape}")
+        worst = max(worst, float(np.abs(got.astype(np.float64) - expected).max()))
         tol = min(tol, _tolerance(expected, rtol))
     if not np.isfinite(worst) or worst > tol:
-        raise ExportError(f"{path}: ONNX Runtime disagrees with PyTorch: max |diff| {worst:.3g} > tolerance "
-                          f"{tol:.3g} ({rtol:g} x max |logit|) on batch sizes {list(batches)}; nothing was "
-                          "written")
+        raise ExportError(f"{path}: {engine} disagrees with PyTorch: max |diff| {worst:.3g} > tolerance {tol:.3g} "
+                          f"({rtol:g} x max |logit|) on batch sizes {list(batches)}; nothing was written")
     return worst, tol
+
+
+def _check_onnx(file: str, path: str, reference: nn.Module, img_size: int, batches: Sequence[int], rtol: float,
+                threads: int | None) -> tuple[float, float]:
+    """`_check_parity` of the ONNX `file` (about to become `path`) in ONNX Runtime on the CPU."""
+    try:
+        session = onnx_session(file, threads=threads, providers=["CPUExecutionProvider"])
+    except Exception as exc:  # onnxruntime's own error types
+        raise ExportError(f"{path}: ONNX Runtime cannot load the exported model ({exc}); nothing was written "
+                          "(check=False / --no-check writes it unchecked)") from exc
+    return _check_parity(lambda x: session.run([OUTPUT_NAME], {INPUT_NAME: x})[0], path, "ONNX Runtime", reference,
+                         img_size, batches, rtol)
 
 
 def export_onnx(model: nn.Module, path: str | os.PathLike[str], *, img_size: int | None = None,
@@ -455,17 +463,10 @@ def export_torchscript(model: nn.Module, path: str | os.PathLike[str], *, img_si
             report.size_bytes = _file_size(tmp)
             if check:
                 loaded = torch.jit.load(tmp, map_location="cpu")
-                gen = torch.Generator().manual_seed(0)
-                worst, tol = 0.0, float("inf")
-                for b in CHECK_BATCHES_DYNAMIC:
-                    x = torch.randn(b, 3, size, size, generator=gen)
-                    expected, got = net(x), loaded(x)
-                    worst = max(worst, float((got - expected).abs().max()))
-                    tol = min(tol, _tolerance(expected.numpy(), FP32_RTOL))
-                if not worst <= tol:
-                    raise ExportError(f"{path}: TorchScript disagrees with eager PyTorch: max |diff| {worst:.3g} > "
-                                      f"{tol:.3g}; nothing was written")
-                report.max_abs_diff, report.tolerance, report.batch_sizes = worst, tol, CHECK_BATCHES_DYNAMIC
+                report.max_abs_diff, report.tolerance = _check_parity(
+                    lambda x: loaded(torch.from_numpy(x)).numpy(), os.fspath(path), "TorchScript", net, size,
+                    CHECK_BATCHES_DYNAMIC, FP32_RTOL)
+                report.batch_sizes = CHECK_BATCHES_DYNAMIC
     return report
 
 
@@ -575,6 +576,112 @@ def export_triton_report(model: nn.Module, repo_dir: str | os.PathLike[str], *, 
     return folder, report
 
 
+# ---------------------------------------------------------------------------- OpenVINO
+
+# gpunet precision -> OpenVINO's INFERENCE_PRECISION_HINT
+OPENVINO_PRECISIONS = {"fp32": "f32", "bf16": "bf16", "fp16": "f16"}
+
+
+def _import_openvino() -> Any:
+    return _require("openvino", "OpenVINO export and inference need the `openvino` package", extra="openvino")
+
+
+def openvino_available() -> bool:
+    try:
+        import openvino  # noqa: F401
+    except ImportError:
+        return False
+    return True
+
+
+def _openvino_metadata(path: str | os.PathLike[str]) -> dict[str, str]:
+    """The gpunet entries of an OpenVINO IR's rt_info (written by `export_openvino`)."""
+    ov = _import_openvino()
+    if not os.path.isfile(path):
+        raise FileNotFoundError(f"{os.fspath(path)}: no such OpenVINO model")
+    model = ov.Core().read_model(os.fspath(path))
+    meta = {}
+    for key in _META_KEYS:
+        where = key.split(".", 1)
+        if model.has_rt_info(where):
+            meta[key] = model.get_rt_info(where).astype(str)
+    return meta
+
+
+def openvino_model(path: str | os.PathLike[str], *, precision: str = "fp32", threads: int | None = None,
+                   batch: int | None = None, device: str = "CPU") -> Any:
+    """Compile an OpenVINO IR (.xml) or ONNX file for `device` with an explicit inference precision.
+
+    `precision` "fp32" pins f32 math: on CPUs with AMX OpenVINO would otherwise run bf16 and
+    silently change the numerics. `batch` fixes a dynamic batch axis (static shapes get OpenVINO's
+    fastest kernels); `threads` caps the inference threads. Call the result with an
+    (N, 3, R, R) float32 array: `compiled(x)[0]` is the logits array.
+    """
+    ov = _import_openvino()
+    if precision not in OPENVINO_PRECISIONS:
+        raise ExportError(f"OpenVINO precision must be one of {', '.join(OPENVINO_PRECISIONS)}, got {precision!r}")
+    if not os.path.isfile(path):
+        raise FileNotFoundError(f"{os.fspath(path)}: no such OpenVINO or ONNX model")
+    core = ov.Core()
+    model = core.read_model(os.fspath(path))
+    if batch is not None:
+        shape = model.input(0).get_partial_shape()
+        shape[0] = batch
+        model.reshape({model.input(0).get_any_name(): shape})
+    config: dict[str, Any] = {"INFERENCE_PRECISION_HINT": OPENVINO_PRECISIONS[precision], "PERFORMANCE_HINT": "LATENCY"}
+    if threads:
+        config["INFERENCE_NUM_THREADS"] = int(threads)
+    return core.compile_model(model, device, config)
+
+
+def export_openvino(model: nn.Module, path: str | os.PathLike[str], *, img_size: int | None = None,
+                    batch: int | str = "dynamic", fp16: bool = False, fuse: bool = True, check: bool = True,
+                    threads: int | None = None, opset: int | None = None, rtol: float | None = None) -> ExportReport:
+    """OpenVINO IR: `path` (.xml) and its weights beside it (.bin), converted from our ONNX graph.
+
+    The fastest CPU runtime we measured for GPUNets (docs/performance.md). The metadata of
+    `export_onnx` is kept in the IR's rt_info (`read_metadata(path)`). `fp16` stores the weights
+    as float16 (half the size; OpenVINO still computes in the precision `openvino_model` asks
+    for). `check` compiles the IR on the CPU at f32 precision and compares it with PyTorch like
+    `export_onnx` does (same tolerances, `rtol` overrides). Both files are replaced only after
+    the check passed.
+    """
+    ov = _import_openvino()
+    path = os.fspath(path)
+    if not path.endswith(".xml"):
+        raise ExportError(f"{path}: an OpenVINO model is an .xml file with its weights in a .bin beside it; "
+                          "name the output <name>.xml")
+    size = _img_size(model, img_size)
+    fixed = _parse_batch(batch)
+    folder = os.path.dirname(os.path.abspath(path))
+    os.makedirs(folder, exist_ok=True)
+    with tempfile.TemporaryDirectory(prefix=".gpunet-openvino-", dir=folder) as tmp:
+        onnx_report = export_onnx(model, os.path.join(tmp, "model.onnx"), img_size=size, batch=batch, opset=opset,
+                                  fuse=fuse, check=False)
+        # Core.read_model (OpenVINO's C++ ONNX frontend), not ov.convert_model: the latter sends usage
+        # data to Intel unless the user has opted out, and nobody exporting a model asked for that.
+        ov_model = ov.Core().read_model(os.path.join(tmp, "model.onnx"))
+        for key, value in _metadata(model, size, fused=fuse, precision="fp16" if fp16 else "fp32").items():
+            ov_model.set_rt_info(value, key.split(".", 1))
+        xml, weights = os.path.join(tmp, "model.xml"), os.path.join(tmp, "model.bin")
+        ov.save_model(ov_model, xml, compress_to_fp16=fp16)
+        report = ExportReport(path=path, format="openvino", opset=onnx_report.opset,
+                              size_bytes=_file_size(xml) + _file_size(weights), img_size=size,
+                              batch="dynamic" if fixed is None else fixed, fp16=fp16, fused=fuse,
+                              exporter=f"openvino {ov.__version__}")
+        if check:
+            compiled = openvino_model(xml, threads=threads)
+            batches = CHECK_BATCHES_DYNAMIC if fixed is None else (fixed,)
+            report.max_abs_diff, report.tolerance = _check_parity(
+                lambda x: compiled(x)[0], path, "OpenVINO", _deploy_copy(model, fuse), size, batches,
+                rtol if rtol is not None else FP16_RTOL if fp16 else FP32_RTOL)
+            report.batch_sizes = tuple(batches)
+        os.replace(weights, path[: -len(".xml")] + ".bin")
+        os.replace(xml, path)  # last: the .xml names the model, so it appears only with its weights in place
+    report.extra_files = [path[: -len(".xml")] + ".bin"]
+    return report
+
+
 # ---------------------------------------------------------------------------- TensorRT
 
 TENSORRT_INSTALL = (
@@ -674,18 +781,21 @@ def add_export_arguments(p: argparse.ArgumentParser) -> None:
     w.add_argument("--random-weights", action="store_true",
                    help="export an untrained model (smoke tests only: its outputs are meaningless)")
     p.add_argument("--format", "-f", choices=FORMATS, default="onnx",
-                   help="onnx (default), torchscript, tensorrt (engine; needs TensorRT and a GPU), or triton "
-                        "(a model repository entry: OUT is the repository folder)")
+                   help="onnx (default), openvino (IR .xml + .bin; the fastest CPU runtime), torchscript, tensorrt "
+                        "(engine; needs TensorRT and a GPU), or triton (a model repository entry: OUT is the "
+                        "repository folder)")
     p.add_argument("--output", "-o", required=True, metavar="OUT",
-                   help="output file (.onnx, .pt, .plan/.engine), or the repository folder for --format triton")
+                   help="output file (.onnx, .xml, .pt, .plan/.engine), or the repository folder for --format triton")
     p.add_argument("--batch", default="dynamic",
                    help="'dynamic' (default) or a fixed batch size N; for tensorrt the largest batch (default 1)")
     p.add_argument("--fp16", action="store_true",
-                   help="float16 compute (ONNX/Triton: inputs and outputs stay float32; TensorRT: FP16 engine)")
+                   help="float16 compute (ONNX/Triton: inputs and outputs stay float32; TensorRT: FP16 engine; "
+                        "OpenVINO: float16 weights, computed in the runtime's precision)")
     p.add_argument("--opset", type=int, help=f"ONNX opset (default {DEFAULT_OPSET})")
     p.add_argument("--img-size", type=int, help="input resolution (default: the model's)")
     p.add_argument("--no-fuse", action="store_true", help="keep BatchNorm layers (default: folded into the convs)")
-    p.add_argument("--no-check", action="store_true", help="skip the ONNX Runtime / TorchScript parity check")
+    p.add_argument("--no-check", action="store_true",
+                   help="skip the ONNX Runtime / OpenVINO / TorchScript parity check")
     p.add_argument("--name", help="Triton model name (default: the zoo name)")
     p.add_argument("--max-batch-size", type=int, default=32, help="Triton max_batch_size (default 32)")
     p.add_argument("--tensorrt-accelerator", action="store_true",
@@ -702,7 +812,7 @@ def _human(n: int) -> str:
 
 def _print_report(r: ExportReport) -> None:
     desc = f"{r.format}, {r.img_size} px, batch {r.batch}"
-    if r.opset is not None and r.format == "onnx":
+    if r.opset is not None and r.format in ("onnx", "openvino"):
         desc += f", opset {r.opset}"
     if r.fp16:
         desc += ", fp16"
@@ -712,7 +822,7 @@ def _print_report(r: ExportReport) -> None:
     for extra in r.extra_files:
         print(f"wrote {extra}")
     if r.max_abs_diff is not None:
-        engine = "ONNX Runtime" if r.format == "onnx" else "TorchScript"
+        engine = {"onnx": "ONNX Runtime", "openvino": "OpenVINO", "torchscript": "TorchScript"}[r.format]
         print(f"{engine} vs PyTorch: max abs diff {r.max_abs_diff:.3g} (tolerance {r.tolerance:.3g}, "
               f"batch sizes {', '.join(str(b) for b in r.batch_sizes)})")
 
@@ -732,6 +842,8 @@ def run_export(args: argparse.Namespace) -> int:
     """`gpunet export`: build the model, write the chosen format, print what was written."""
     if args.format == "tensorrt":
         _import_tensorrt()  # fail before loading weights
+    if args.format == "openvino":
+        _import_openvino()
     if args.img_size is not None and args.img_size < 32:
         raise ExportError(f"--img-size {args.img_size} is too small (32 px or more)")
     model = _load(args)
@@ -739,6 +851,9 @@ def run_export(args: argparse.Namespace) -> int:
     if args.format == "onnx":
         _print_report(export_onnx(model, args.output, img_size=args.img_size, batch=args.batch, opset=args.opset,
                                   fp16=args.fp16, fuse=fuse, check=check))
+    elif args.format == "openvino":
+        _print_report(export_openvino(model, args.output, img_size=args.img_size, batch=args.batch, opset=args.opset,
+                                      fp16=args.fp16, fuse=fuse, check=check))
     elif args.format == "torchscript":
         if args.batch != "dynamic" or args.fp16 or args.opset:
             _err("gpunet: note: --batch, --fp16 and --opset do not apply to --format torchscript (ignored)")

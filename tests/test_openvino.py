@@ -1,0 +1,145 @@
+"""OpenVINO: the IR export of `gpunet export --format openvino` computes what PyTorch computes, in real OpenVINO.
+
+Random weights throughout (what is tested is the file, not accuracy). Skipped where the optional
+`openvino` package is not installed, except the test of the error that then tells what to install.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+
+import numpy as np
+import pytest
+import torch
+
+import gpunet
+from gpunet.export import (
+    META_PRECISION,
+    META_PREPROCESS,
+    ExportError,
+    add_export_arguments,
+    export_openvino,
+    openvino_available,
+    openvino_model,
+    read_metadata,
+    run_export,
+)
+
+pytestmark = pytest.mark.usefixtures("single_thread_torch")
+needs_openvino = pytest.mark.skipif(not openvino_available(), reason="openvino is not installed")
+
+IMG = 64
+
+
+@pytest.fixture(scope="module")
+def gpunet0() -> torch.nn.Module:
+    torch.manual_seed(0)
+    return gpunet.create_model("gpunet_0").eval()
+
+
+def _logits(model: torch.nn.Module, x: np.ndarray) -> np.ndarray:
+    with torch.no_grad():
+        return model(torch.from_numpy(x)).numpy()
+
+
+@needs_openvino
+@pytest.mark.parametrize("name", gpunet.list_models())
+def test_ir_matches_pytorch_for_every_released_model(name: str, tmp_path) -> None:
+    torch.manual_seed(0)
+    model = gpunet.create_model(name).eval()
+    path = tmp_path / f"{name}.xml"
+    report = export_openvino(model, path, img_size=IMG, threads=1)
+    assert path.is_file() and (tmp_path / f"{name}.bin").is_file()
+    assert report.format == "openvino" and report.batch_sizes == (1, 3)
+    assert report.max_abs_diff is not None and report.tolerance is not None
+    assert report.max_abs_diff <= report.tolerance
+    x = np.random.default_rng(1).standard_normal((2, 3, IMG, IMG), dtype=np.float32)
+    got = openvino_model(path, threads=1)(x)[0]
+    expected = _logits(model, x)
+    assert np.abs(got - expected).max() <= 1e-4 * np.abs(expected).max()
+    assert sorted(p.name for p in tmp_path.iterdir()) == [f"{name}.bin", f"{name}.xml"]  # no temporary left
+
+
+@needs_openvino
+def test_metadata_travels_in_the_ir(gpunet0, tmp_path) -> None:
+    path = tmp_path / "g0.xml"
+    export_openvino(gpunet0, path, img_size=IMG, check=False)
+    meta = read_metadata(path)
+    assert meta["gpunet.model"] == "gpunet_0" and meta["gpunet.num_classes"] == "1000"
+    assert meta[META_PREPROCESS]["input_size"] == [3, IMG, IMG]
+    assert meta["gpunet.labels"][1].startswith("goldfish")
+    assert meta["gpunet.architecture"] == gpunet0.arch.to_json()
+    assert meta[META_PRECISION] == "fp32" and meta["gpunet.fused"] == "true"
+
+
+@needs_openvino
+def test_fixed_batch_and_fp16_weights(gpunet0, tmp_path) -> None:
+    fp32 = export_openvino(gpunet0, tmp_path / "fp32.xml", img_size=IMG, batch=2, check=False)
+    fp16 = export_openvino(gpunet0, tmp_path / "fp16.xml", img_size=IMG, batch=2, fp16=True, threads=1)
+    assert fp16.batch == 2 and fp16.batch_sizes == (2,)
+    assert fp16.max_abs_diff is not None and fp16.tolerance is not None and fp16.max_abs_diff <= fp16.tolerance
+    assert fp16.size_bytes < 0.6 * fp32.size_bytes
+    compiled = openvino_model(tmp_path / "fp16.xml", threads=1)
+    assert list(compiled.inputs[0].get_shape()) == [2, 3, IMG, IMG]
+    assert read_metadata(tmp_path / "fp16.xml")[META_PRECISION] == "fp16"
+
+
+@needs_openvino
+def test_a_failed_check_leaves_the_old_files(gpunet0, tmp_path) -> None:
+    target = tmp_path / "strict.xml"
+    with pytest.raises(ExportError, match="OpenVINO disagrees with PyTorch.*nothing was written"):
+        export_openvino(gpunet0, target, img_size=32, fp16=True, rtol=1e-9)
+    assert list(tmp_path.iterdir()) == []
+    target.write_bytes(b"old")
+    with pytest.raises(ExportError):
+        export_openvino(gpunet0, target, img_size=32, fp16=True, rtol=1e-9)
+    assert target.read_bytes() == b"old" and sorted(p.name for p in tmp_path.iterdir()) == ["strict.xml"]
+
+
+@needs_openvino
+def test_static_batch_precision_and_errors_of_openvino_model(gpunet0, tmp_path) -> None:
+    path = tmp_path / "g0.xml"
+    export_openvino(gpunet0, path, img_size=32, check=False)
+    x = np.random.default_rng(0).standard_normal((3, 3, 32, 32), dtype=np.float32)
+    expected = _logits(gpunet0, x)
+    fixed = openvino_model(path, batch=3, threads=1)
+    assert list(fixed.inputs[0].get_shape()) == [3, 3, 32, 32]
+    assert np.abs(fixed(x)[0] - expected).max() <= 1e-4 * np.abs(expected).max()
+    bf16 = openvino_model(path, precision="bf16", threads=1)
+    # f32 where the CPU has no bf16 instructions
+    assert bf16.get_property("INFERENCE_PRECISION_HINT").get_type_name() in ("bf16", "f32")
+    assert np.isfinite(bf16(x)[0]).all()
+    assert openvino_model(path, threads=1).get_property("INFERENCE_PRECISION_HINT").get_type_name() == "f32"
+    with pytest.raises(ExportError, match="precision must be one of"):
+        openvino_model(path, precision="int4")
+    with pytest.raises(FileNotFoundError, match="no such OpenVINO"):
+        openvino_model(tmp_path / "missing.xml")
+    with pytest.raises(ExportError, match=r"\.xml file"):
+        export_openvino(gpunet0, tmp_path / "model.onnx", img_size=32)
+
+
+def _parse(argv: list[str]) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(prog="gpunet export")
+    add_export_arguments(parser)
+    return parser.parse_args(argv)
+
+
+@needs_openvino
+def test_cli_openvino_export(tmp_path, capsys) -> None:
+    out = tmp_path / "m.xml"
+    assert run_export(_parse(["gpunet_0", "--random-weights", "--img-size", "32", "--format", "openvino",
+                              "-o", str(out)])) == 0
+    printed = capsys.readouterr().out
+    assert f"wrote {out}" in printed and f"wrote {tmp_path / 'm.bin'}" in printed
+    assert "OpenVINO vs PyTorch: max abs diff" in printed
+
+
+def test_without_openvino_the_error_says_what_to_install(gpunet0, tmp_path, monkeypatch) -> None:
+    monkeypatch.setitem(sys.modules, "openvino", None)  # what `import openvino` meets where it is not installed
+    with pytest.raises(ExportError, match=r"pip install 'gpunet\[openvino\]'"):
+        export_openvino(gpunet0, tmp_path / "m.xml", img_size=32)
+    with pytest.raises(ExportError, match=r"gpunet\[openvino\]"):
+        run_export(_parse(["gpunet_0", "--format", "openvino", "-o", str(tmp_path / "m.xml")]))
+    assert not openvino_available()
+    assert list(tmp_path.iterdir()) == []
