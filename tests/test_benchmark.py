@@ -134,3 +134,15 @@ def test_percentile() -> None:
 def test_measure_peak_is_positive() -> None:
     peak = measure_peak(torch.device("cpu"), torch.float32, size=256, repeats=2)
     assert peak["peak_gflops"] == max(peak["matmul_gflops"], peak["onednn_gemm_gflops"]) > 0
+
+
+@pytest.mark.skipif(not _have_openvino(), reason="openvino is not installed")
+def test_openvino_runs_bf16(tmp_path: Path) -> None:
+    """bf16 inputs reach OpenVINO as float32 (numpy has no bfloat16); it computes in bf16 where the CPU can."""
+    code = run_benchmark(_args("--models", "gpunet_0", "--img-size", "32", "--batch-sizes", "1", "--repeats", "1",
+                               "--warmup", "1", "--threads", "1", "--backends", "openvino", "--precision", "bf16",
+                               "--no-plots", "--quiet", "--output", str(tmp_path)))
+    assert code == 0
+    (rec,) = json.loads((tmp_path / "results.json").read_text())["records"]
+    assert not rec["skipped"], rec["reason"]
+    assert rec["precision"] == "bf16" and "bf16 inference precision" in rec["note"] and rec["median_ms"] > 0

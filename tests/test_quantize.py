@@ -7,6 +7,7 @@ that the pipeline runs and reports numbers, not what the numbers are.
 from __future__ import annotations
 
 import argparse
+import importlib.util
 import json
 import math
 from pathlib import Path
@@ -137,6 +138,19 @@ def test_compare_int8_reports_numbers(fp32_onnx, int8_onnx, data) -> None:
     assert json.loads(json.dumps(report.to_dict()))["images"] == 15
     limited = compare_int8(fp32_onnx, int8_onnx, data["val"], limit=4, threads=1, runs=2, warmup=0)
     assert limited.images == 4
+
+
+@pytest.mark.skipif(importlib.util.find_spec("openvino") is None, reason="openvino is not installed")
+def test_compare_int8_in_openvino(fp32_onnx, int8_onnx, data) -> None:
+    """OpenVINO runs the same QDQ file with its own INT8 kernels; the float32 model decides as in ONNX Runtime."""
+    ov = compare_int8(fp32_onnx, int8_onnx, data["val"], threads=1, runs=3, warmup=1, runtime="openvino")
+    ort = compare_int8(fp32_onnx, int8_onnx, data["val"], threads=1, runs=3, warmup=1)
+    assert ov.runtime == "openvino" and ov.images == ort.images == 15
+    assert ov.top1_fp32 == ort.top1_fp32
+    assert ov.latency_ms_fp32 > 0 and ov.latency_ms_int8 > 0
+    assert "OpenVINO CPU" in format_report(ov) and "ONNX Runtime CPU" in format_report(ort)
+    with pytest.raises(QuantizeError, match="runtime must be one of"):
+        compare_int8(fp32_onnx, int8_onnx, data["val"], runtime="tflite")
 
 
 def test_class_count_mismatch_is_refused(fp32_onnx, int8_onnx, tmp_path) -> None:

@@ -317,10 +317,11 @@ def _int8_onnx_path(fp32_path: Path, spec: ModelSpec, args: argparse.Namespace, 
 
 
 def _openvino_runner(compiled: Any) -> Runner:
+    """Feeds float32 (numpy has no bfloat16): OpenVINO computes in the precision it was compiled for."""
     request = compiled.create_infer_request()
 
     def run(x: torch.Tensor) -> Any:
-        return request.infer(x.detach().cpu().numpy(), share_inputs=True)
+        return request.infer(x.detach().cpu().float().numpy(), share_inputs=True)
 
     return run
 

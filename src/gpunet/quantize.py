@@ -66,7 +66,7 @@ class QuantReport:
     top1_fp32: float  # %
     top1_int8: float  # %
     top1_delta: float  # int8 - fp32, percentage points
-    latency_ms_fp32: float  # median batch-1 latency, ONNX Runtime
+    latency_ms_fp32: float  # median batch-1 latency in `runtime`
     latency_ms_int8: float
     speedup: float  # latency_ms_fp32 / latency_ms_int8
     images: int
@@ -77,6 +77,7 @@ class QuantReport:
     size_bytes_int8: int = 0
     data_dir: str = ""
     failed: list[str] = field(default_factory=list)
+    runtime: str = "onnxruntime"  # what ran both models (RUNTIMES)
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -289,19 +290,36 @@ def quantize_onnx(fp32_onnx_path: str | os.PathLike[str], out_path: str | os.Pat
 
 # ---------------------------------------------------------------------------- comparison
 
-def _num_outputs(session: Any) -> int | None:
-    shape = session.get_outputs()[0].shape
-    return int(shape[1]) if len(shape) == 2 and isinstance(shape[1], int) else None
+RUNTIMES = {"onnxruntime": "ONNX Runtime", "openvino": "OpenVINO"}
 
 
-def _median_latency_ms(session: Any, x: np.ndarray, warmup: int, runs: int) -> float:
+def _runner(path: str, runtime: str, threads: int | None) -> Callable[[np.ndarray], np.ndarray]:
+    """A function from an input batch to the logits of the ONNX file `path` in `runtime` on the CPU."""
+    if runtime == "openvino":
+        from gpunet.export import openvino_model
+
+        compiled = openvino_model(path, threads=threads)  # f32 inference precision: the INT8 parts stay INT8
+        return lambda x: compiled(x)[0]
+    if runtime != "onnxruntime":
+        raise QuantizeError(f"runtime must be one of {', '.join(RUNTIMES)}, got {runtime!r}")
+    session = onnx_session(path, threads=threads, providers=["CPUExecutionProvider"])
     name = session.get_inputs()[0].name
+    return lambda x: session.run(None, {name: x})[0]
+
+
+def _num_outputs(path: str) -> int | None:
+    onnx = _import_onnx()
+    dims = onnx.load(path, load_external_data=False).graph.output[0].type.tensor_type.shape.dim
+    return int(dims[1].dim_value) if len(dims) == 2 and dims[1].dim_value > 0 else None
+
+
+def _median_latency_ms(run: Callable[[np.ndarray], np.ndarray], x: np.ndarray, warmup: int, runs: int) -> float:
     for _ in range(warmup):
-        session.run(None, {name: x})
+        run(x)
     times = []
     for _ in range(runs):
         t = time.perf_counter()
-        session.run(None, {name: x})
+        run(x)
         times.append(time.perf_counter() - t)
     return 1000.0 * statistics.median(times)
 
@@ -309,23 +327,23 @@ def _median_latency_ms(session: Any, x: np.ndarray, warmup: int, runs: int) -> f
 def compare_int8(fp32_path: str | os.PathLike[str], int8_path: str | os.PathLike[str],
                  val_dir: str | os.PathLike[str], *, limit: int | None = None, threads: int | None = None,
                  batch_size: int = 16, warmup: int = 5, runs: int = 30,
-                 preprocess: Preprocess | None = None) -> QuantReport:
+                 preprocess: Preprocess | None = None, runtime: str = "onnxruntime") -> QuantReport:
     """Top-1 of both models on an ImageFolder (`val_dir/<class>/<image>`), and their median batch-1 latency.
 
     Class mapping as `gpunet.data.ImageFolder` (ImageNet synset folders -> the 1000 ImageNet
-    indices; other names sorted, 0..K-1, which needs a K-class model). Latency: one image,
-    `warmup` untimed runs then the median of `runs`, in ONNX Runtime with `threads` intra-op
-    threads (its default when None).
+    indices; other names sorted, 0..K-1, which needs a K-class model). Both models run in
+    `runtime` ("onnxruntime" or "openvino", which runs the same QDQ file with its own INT8
+    kernels) on the CPU with `threads` threads (the runtime's default when None). Latency: one
+    image, `warmup` untimed runs then the median of `runs`.
     """
     from gpunet.data import ImageFolder, collate
 
     fp32_path, int8_path = os.fspath(fp32_path), os.fspath(int8_path)
     transform = preprocess or onnx_preprocess(fp32_path)
     dataset = ImageFolder(val_dir, transform, limit=limit)
-    sessions = {"fp32": onnx_session(fp32_path, threads=threads, providers=["CPUExecutionProvider"]),
-                "int8": onnx_session(int8_path, threads=threads, providers=["CPUExecutionProvider"])}
+    runners = {"fp32": _runner(fp32_path, runtime, threads), "int8": _runner(int8_path, runtime, threads)}
     spec = _input_spec(fp32_path)
-    classes = _num_outputs(sessions["fp32"])
+    classes = _num_outputs(fp32_path)
     needed = 1000 if dataset.imagenet else dataset.num_classes
     if classes is not None and classes != needed:
         kind = "ImageNet synset folders" if dataset.imagenet else f"{dataset.num_classes} class folders"
@@ -349,8 +367,8 @@ def compare_int8(fp32_path: str | os.PathLike[str], int8_path: str | os.PathLike
             x = np.concatenate([x, np.repeat(x[-1:], spec.batch - n, axis=0)])
         target = batch["target"].numpy()
         preds = {}
-        for key, session in sessions.items():
-            logits = session.run(None, {spec.name: x})[0][:n]
+        for key, run in runners.items():
+            logits = run(x)[:n]
             preds[key] = logits.argmax(axis=1)
             correct[key] += int((preds[key] == target).sum())
         agree += int((preds["fp32"] == preds["int8"]).sum())
@@ -359,26 +377,27 @@ def compare_int8(fp32_path: str | os.PathLike[str], int8_path: str | os.PathLike
         raise QuantizeError(f"{dataset.root}: none of the {len(dataset)} images could be read: "
                             + "; ".join(failed[:3]))
     lat_x = first if spec.batch is None else np.repeat(first, spec.batch, axis=0)
-    lat = {k: _median_latency_ms(s, lat_x, warmup, runs) for k, s in sessions.items()}
+    lat = {k: _median_latency_ms(run, lat_x, warmup, runs) for k, run in runners.items()}
     top1 = {k: 100.0 * v / count for k, v in correct.items()}
     return QuantReport(top1_fp32=top1["fp32"], top1_int8=top1["int8"], top1_delta=top1["int8"] - top1["fp32"],
                        latency_ms_fp32=lat["fp32"], latency_ms_int8=lat["int8"],
                        speedup=lat["fp32"] / lat["int8"] if lat["int8"] > 0 else float("inf"), images=count,
                        agreement=100.0 * agree / count, threads=threads, latency_batch=int(lat_x.shape[0]),
                        size_bytes_fp32=os.path.getsize(fp32_path), size_bytes_int8=os.path.getsize(int8_path),
-                       data_dir=dataset.root, failed=failed)
+                       data_dir=dataset.root, failed=failed, runtime=runtime)
 
 
 def format_report(r: QuantReport) -> str:
     """Human-readable lines for a QuantReport."""
     mb = 1e6
-    threads = "ORT default" if r.threads is None else str(r.threads)
+    runtime = RUNTIMES.get(r.runtime, r.runtime)
+    threads = "runtime default" if r.threads is None else str(r.threads)
     return "\n".join([
         f"INT8 vs FP32 on {r.data_dir}: {r.images} images",
         f"  top1        fp32 {r.top1_fp32:.2f} %   int8 {r.top1_int8:.2f} %   delta {r.top1_delta:+.2f} points",
         f"  agreement   {r.agreement:.2f} % of images get the same top-1 class",
         f"  latency     fp32 {r.latency_ms_fp32:.2f} ms   int8 {r.latency_ms_int8:.2f} ms   "
-        f"speed-up x{r.speedup:.2f}   (batch {r.latency_batch}, median, ONNX Runtime CPU, threads {threads})",
+        f"speed-up x{r.speedup:.2f}   (batch {r.latency_batch}, median, {runtime} CPU, threads {threads})",
         f"  size        fp32 {r.size_bytes_fp32 / mb:.1f} MB   int8 {r.size_bytes_int8 / mb:.1f} MB",
     ])
 
@@ -406,7 +425,10 @@ def add_quantize_arguments(p: argparse.ArgumentParser) -> None:
                    help="activation type (default uint8: fastest with ONNX Runtime on x86)")
     p.add_argument("--per-tensor", action="store_true", help="per-tensor weight scales (default: per channel)")
     p.add_argument("--calibrate-method", choices=("minmax", "entropy", "percentile"), default="minmax")
-    p.add_argument("--threads", type=int, help="ONNX Runtime intra-op threads for --val (default: ORT's)")
+    p.add_argument("--runtime", choices=tuple(RUNTIMES), default="onnxruntime",
+                   help="--val: what runs both models (default onnxruntime; openvino runs the same INT8 file "
+                        "with OpenVINO's kernels: pip install 'gpunet[openvino]')")
+    p.add_argument("--threads", type=int, help="--val: CPU threads of the runtime (default: its own)")
     p.add_argument("--fp32-output", metavar="PATH", help="keep the float32 ONNX exported from MODEL here")
     p.add_argument("--output", "-o", required=True, metavar="OUT", help="the INT8 .onnx to write")
 
@@ -458,7 +480,7 @@ def run_quantize(args: argparse.Namespace) -> int:
         print(f"wrote {out} ({os.path.getsize(out) / 1e6:.1f} MB; INT8 QDQ, {info.get('weights')} weights, "
               f"{info.get('activations')} activations, {info.get('calibration_images')} calibration images)")
         if args.val is not None:
-            report = compare_int8(fp32, out, args.val, limit=args.limit, threads=args.threads)
+            report = compare_int8(fp32, out, args.val, limit=args.limit, threads=args.threads, runtime=args.runtime)
             print(format_report(report))
             for line in report.failed:
                 _err(f"gpunet: skipped unreadable image {line}")
