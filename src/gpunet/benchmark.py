@@ -58,7 +58,7 @@ from gpunet._io import atomic_write, atomic_write_bytes
 
 BACKENDS = ("eager", "fused", "fused-microbatch", "compile", "cudagraph", "onnxruntime", "onnxruntime-int8", "openvino",
             "openvino-int8", "tensorrt")
-DEFAULT_BACKENDS = "eager,fused,compile,onnxruntime"
+DEFAULT_BACKENDS = "eager,fused,compile,onnxruntime,openvino"
 PER_BATCH_BACKENDS = ("cudagraph", "tensorrt", "openvino", "openvino-int8")  # built for one input shape
 PRECISIONS = {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}
 PEAK_SIZE = 2048
