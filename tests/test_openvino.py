@@ -115,6 +115,10 @@ def test_static_batch_precision_and_errors_of_openvino_model(gpunet0, tmp_path) 
         openvino_model(path, precision="int4")
     with pytest.raises(FileNotFoundError, match="no such OpenVINO"):
         openvino_model(tmp_path / "missing.xml")
+    (tmp_path / "bad.xml").write_text("not a model")
+    for read in (openvino_model, read_metadata):
+        with pytest.raises(ExportError, match=r"bad\.xml: OpenVINO cannot read this file as a model"):
+            read(tmp_path / "bad.xml")
     with pytest.raises(ExportError, match=r"\.xml file"):
         export_openvino(gpunet0, tmp_path / "model.onnx", img_size=32)
 

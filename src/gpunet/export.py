@@ -596,16 +596,25 @@ def openvino_available() -> bool:
 
 def _openvino_metadata(path: str | os.PathLike[str]) -> dict[str, str]:
     """The gpunet entries of an OpenVINO IR's rt_info (written by `export_openvino`)."""
-    ov = _import_openvino()
-    if not os.path.isfile(path):
-        raise FileNotFoundError(f"{os.fspath(path)}: no such OpenVINO model")
-    model = ov.Core().read_model(os.fspath(path))
+    model = _read_openvino(_import_openvino().Core(), path)
     meta = {}
     for key in _META_KEYS:
         where = key.split(".", 1)
         if model.has_rt_info(where):
             meta[key] = model.get_rt_info(where).astype(str)
     return meta
+
+
+def _read_openvino(core: Any, path: str | os.PathLike[str]) -> Any:
+    """`core.read_model(path)`, with a one-line error naming the file instead of OpenVINO's trace."""
+    if not os.path.isfile(path):
+        raise FileNotFoundError(f"{os.fspath(path)}: no such OpenVINO or ONNX model")
+    try:
+        return core.read_model(os.fspath(path))
+    except RuntimeError as exc:
+        detail = " ".join(str(exc).split())
+        raise ExportError(f"{os.fspath(path)}: OpenVINO cannot read this file as a model (an OpenVINO .xml with "
+                          f"its .bin beside it, or an .onnx): {detail[:300]}") from exc
 
 
 def openvino_model(path: str | os.PathLike[str], *, precision: str = "fp32", threads: int | None = None,
@@ -620,10 +629,8 @@ def openvino_model(path: str | os.PathLike[str], *, precision: str = "fp32", thr
     ov = _import_openvino()
     if precision not in OPENVINO_PRECISIONS:
         raise ExportError(f"OpenVINO precision must be one of {', '.join(OPENVINO_PRECISIONS)}, got {precision!r}")
-    if not os.path.isfile(path):
-        raise FileNotFoundError(f"{os.fspath(path)}: no such OpenVINO or ONNX model")
     core = ov.Core()
-    model = core.read_model(os.fspath(path))
+    model = _read_openvino(core, path)
     if batch is not None:
         shape = model.input(0).get_partial_shape()
         shape[0] = batch
