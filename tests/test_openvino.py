@@ -7,6 +7,8 @@ Random weights throughout (what is tested is the file, not accuracy). Skipped wh
 from __future__ import annotations
 
 import argparse
+import ctypes
+import subprocess
 import sys
 
 import numpy as np
@@ -19,6 +21,7 @@ from gpunet.export import (
     META_PREPROCESS,
     ExportError,
     add_export_arguments,
+    export_onnx,
     export_openvino,
     openvino_available,
     openvino_model,
@@ -147,3 +150,55 @@ def test_without_openvino_the_error_says_what_to_install(gpunet0, tmp_path, monk
         run_export(_parse(["gpunet_0", "--format", "openvino", "-o", str(tmp_path / "m.xml")]))
     assert not openvino_available()
     assert list(tmp_path.iterdir()) == []
+
+
+# ---------------------------------------------------------------------------- signal stack (a crash, fixed)
+
+class _StackT(ctypes.Structure):
+    _fields_ = [("ss_sp", ctypes.c_void_p), ("ss_flags", ctypes.c_int), ("ss_size", ctypes.c_size_t)]
+
+
+def _signal_stack() -> tuple[int, int, int]:
+    s = _StackT()
+    assert ctypes.CDLL(None).sigaltstack(None, ctypes.byref(s)) == 0
+    return (s.ss_sp or 0, s.ss_flags, s.ss_size)
+
+
+REPRO = """
+import signal, subprocess, sys
+from gpunet.quantize import compare_int8
+signal.signal(signal.SIGCHLD, lambda signum, frame: None)  # as torch's DataLoader with workers does
+compare_int8(sys.argv[1], sys.argv[1], sys.argv[2], threads=1, runs=2, warmup=1, runtime="openvino")
+for _ in range(3):
+    subprocess.run([sys.executable, "-c", "print('x' * 1000)"], capture_output=True, text=True, check=True)
+    junk = [float(i) * 1.5 for i in range(100_000)]
+print("ok")
+"""
+
+
+@needs_openvino
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="sigaltstack via the C library: Linux")
+def test_compiling_leaves_the_threads_signal_stack_alone(gpunet0, tmp_path) -> None:
+    """OpenVINO installs an alternate signal stack when compiling and may free it while installed."""
+    path = tmp_path / "g0.xml"
+    export_openvino(gpunet0, path, img_size=32, check=False)
+    before = _signal_stack()
+    compiled = openvino_model(path, threads=1)
+    compiled(np.zeros((1, 3, 32, 32), np.float32))
+    assert _signal_stack() == before
+
+
+@needs_openvino
+def test_python_signal_handlers_survive_openvino(gpunet0, tmp_path) -> None:
+    """A real process: a Python SIGCHLD handler, OpenVINO models that come and go, then child processes.
+
+    Before the fix this process died with a segmentation fault (the handler ran on freed memory).
+    """
+    from _helpers import make_image_folder
+
+    export_onnx(gpunet.create_model("gpunet_0", num_classes=3), tmp_path / "m.onnx", img_size=32, check=False)
+    make_image_folder(tmp_path / "val", {"a": 2, "b": 2, "c": 2})
+    proc = subprocess.run([sys.executable, "-c", REPRO, str(tmp_path / "m.onnx"), str(tmp_path / "val")],
+                          capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, f"exit {proc.returncode}: {proc.stderr[-2000:]}"
+    assert proc.stdout.strip().endswith("ok")

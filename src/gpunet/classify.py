@@ -105,18 +105,33 @@ def autocast(device: torch.device, amp: bool) -> contextlib.AbstractContextManag
 
 def load_model(model: str | os.PathLike[str] | nn.Module = "gpunet_d1", *,
                weights: str | os.PathLike[str] | None = None, pretrained: bool = False,
-               num_classes: int | None = None, random_weights: bool = False, progress: bool = True) -> nn.Module:
+               num_classes: int | None = None, random_weights: bool = False, progress: bool = True,
+               runtime: str | None = None) -> nn.Module:
     """A GPUNet ready for inference, refusing anything that would classify with untrained weights.
 
     Without `num_classes` the class count follows the checkpoint (a 10-class checkpoint gives a
     10-class model). With `num_classes`, a checkpoint with another count is an error (never a
     silently fresh classifier). `random_weights=True` allows an untrained model (smoke tests).
+    An exported file (.onnx, OpenVINO .xml) gives a `gpunet.runtime.ExportedModel` run by
+    `runtime` (default: by file type).
     """
+    from gpunet.runtime import ExportedModel, is_exported
     from gpunet.weights import WeightsError
     from gpunet.zoo import create_model
 
     if isinstance(model, nn.Module):
         return model.eval()
+    if is_exported(model):
+        if weights is not None or pretrained or random_weights:
+            raise ValueError(f"{os.fspath(model)} is an exported model with its own weights; --weights, "
+                             "--pretrained and --random-weights apply to a model name or JSON only")
+        exported = ExportedModel(model, runtime=runtime)
+        if num_classes is not None and exported.num_classes != num_classes:
+            raise WeightsError(f"{os.fspath(model)} classifies {exported.num_classes} classes but {num_classes} "
+                               "are needed")
+        return exported.eval()
+    if runtime is not None:
+        raise ValueError(f"runtime={runtime!r} applies to exported files (.onnx, .xml), not to {os.fspath(model)}")
     own_weights = os.fspath(model).endswith(".safetensors")
     if weights is None and not pretrained and not own_weights and not random_weights:
         raise RandomWeightsError(
@@ -147,10 +162,15 @@ class Classifier:
                  weights: str | os.PathLike[str] | None = None, device: str | torch.device | None = "auto",
                  amp: bool = False, channels_last: bool = False, batch_size: int = 16, img_size: int | None = None,
                  crop_pct: float | None = None, labels: Sequence[str] | None = None, workers: int | None = None,
-                 random_weights: bool = False, progress: bool = True) -> None:
+                 random_weights: bool = False, progress: bool = True, runtime: str | None = None) -> None:
+        from gpunet.runtime import check_options
+
         self.device = resolve_device(device)
         self.model = load_model(model, weights=weights, pretrained=pretrained, random_weights=random_weights,
-                                progress=progress)
+                                progress=progress, runtime=runtime)
+        check_options(self.model, img_size=img_size, amp=amp)
+        if labels is None:
+            labels = getattr(self.model, "labels", None)  # an exported file's own class names
         self.random_weights = random_weights and weights is None and not pretrained
         self.amp = amp
         self.channels_last = channels_last

@@ -47,7 +47,8 @@ def _warn_random(model: str) -> None:
 
 def _model_args(p: argparse.ArgumentParser, *, default_model: str = DEFAULT_MODEL) -> None:
     p.add_argument("--model", "-m", default=default_model,
-                   help=f"zoo name (see `gpunet list`), NVIDIA-format JSON or gpunet .safetensors (default "
+                   help=f"zoo name (see `gpunet list`), NVIDIA-format JSON, gpunet .safetensors, or a file from "
+                        f"`gpunet export`/`quantize` (.onnx, OpenVINO .xml: runs the deployed file) (default "
                         f"{default_model})")
     w = p.add_mutually_exclusive_group()
     w.add_argument("--weights", "-w", metavar="PATH_OR_URL",
@@ -63,6 +64,8 @@ def _model_args(p: argparse.ArgumentParser, *, default_model: str = DEFAULT_MODE
     p.add_argument("--device", default="auto", help="auto (cuda if available), cpu, cuda or cuda:N")
     p.add_argument("--amp", action="store_true", help="mixed precision (fp16 on CUDA, bf16 on CPU)")
     p.add_argument("--channels-last", action="store_true", help="channels_last memory format")
+    p.add_argument("--runtime", choices=("onnxruntime", "openvino"),
+                   help="for an exported --model: what runs it (default: OpenVINO for .xml, ONNX Runtime for .onnx)")
 
 
 def _progress() -> bool:
@@ -84,12 +87,14 @@ def cmd_predict(args: argparse.Namespace) -> int:
     clf = Classifier(args.model, pretrained=args.pretrained, weights=args.weights, device=args.device, amp=args.amp,
                      channels_last=args.channels_last, batch_size=args.batch_size or 16, img_size=args.img_size,
                      crop_pct=args.crop_pct, labels=labels, workers=args.workers,
-                     random_weights=args.random_weights, progress=_progress())
+                     random_weights=args.random_weights, progress=_progress(), runtime=args.runtime)
     if args.random_weights:
         _warn_random(args.model)
     size = args.img_size or int(_cfg(clf.model)["input_size"][-1])
+    describe = getattr(clf.model, "describe", None)  # an exported file says which runtime runs it
     weights_desc = ("RANDOM (meaningless)" if args.random_weights else
-                    _pretrained_desc() if args.pretrained else args.weights or args.model)
+                    _pretrained_desc() if args.pretrained else
+                    describe() if callable(describe) else args.weights or args.model)
     _err(f"gpunet: {clf.name} ({weights_desc}) on {clf.device}{', amp' if args.amp else ''}, {size} px, "
          f"{len(paths)} image{'s' if len(paths) != 1 else ''}")
     fmt = args.format
@@ -151,7 +156,7 @@ def cmd_validate(args: argparse.Namespace) -> int:
     result = validate(args.model, args.data_dir, weights=args.weights, pretrained=args.pretrained,
                       img_size=args.img_size, crop_pct=args.crop_pct, batch_size=args.batch_size or 64,
                       workers=args.workers, amp=args.amp, channels_last=args.channels_last, device=args.device,
-                      limit=args.limit, progress=None, random_weights=args.random_weights)
+                      limit=args.limit, progress=None, random_weights=args.random_weights, runtime=args.runtime)
     if args.format == "json":
         json.dump(result.to_dict(), sys.stdout, indent=2)
         print()

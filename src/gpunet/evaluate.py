@@ -72,13 +72,17 @@ def validate(model: str | os.PathLike[str] | nn.Module, data_dir: str | os.PathL
              weights: str | os.PathLike[str] | None = None, pretrained: bool = False, img_size: int | None = None,
              crop_pct: float | None = None, batch_size: int = 64, workers: int = 2, amp: bool = False,
              channels_last: bool = False, device: str | torch.device | None = "auto", limit: int | None = None,
-             progress: bool | None = None, random_weights: bool = False) -> ValidationResult:
+             progress: bool | None = None, random_weights: bool = False,
+             runtime: str | None = None) -> ValidationResult:
     """Evaluate a GPUNet on `data_dir` (ImageFolder layout: `data_dir/<class>/<image>`).
 
     ImageNet synset folders (`n01440764`, ...) map to the 1000 ImageNet classes; other
     folder names are sorted and numbered, and the checkpoint must have that many classes.
-    `limit` evaluates N images spread evenly over the dataset.
+    `limit` evaluates N images spread evenly over the dataset. `model` may be an exported file
+    (.onnx, OpenVINO .xml; see `gpunet.runtime`), run by `runtime`.
     """
+    from gpunet.runtime import ExportedModel, check_options
+
     dev = resolve_device(device)
     # the dataset first: a wrong folder fails fast, before a large checkpoint is read
     dataset = ImageFolder(data_dir, limit=limit)
@@ -87,7 +91,8 @@ def validate(model: str | os.PathLike[str] | nn.Module, data_dir: str | os.PathL
         net = model.eval()
     else:
         net = load_model(model, weights=weights, pretrained=pretrained, num_classes=num_classes,
-                         random_weights=random_weights, progress=bool(sys.stderr.isatty()))
+                         random_weights=random_weights, progress=bool(sys.stderr.isatty()), runtime=runtime)
+    check_options(net, img_size=img_size, amp=amp)
     model_classes = int(getattr(net, "num_classes", 0) or 0)
     if dataset.imagenet and model_classes != 1000:
         raise ValueError(f"{dataset.root}: the class folders are ImageNet synsets, but the model has {model_classes} "
@@ -141,7 +146,9 @@ def validate(model: str | os.PathLike[str] | nn.Module, data_dir: str | os.PathL
                          + "; ".join(failed[:3]))
     name = (getattr(net, "pretrained_cfg", None) or {}).get("name") or (
         os.fspath(model) if not isinstance(model, nn.Module) else "custom")
-    if pretrained and weights is None:
+    if isinstance(net, ExportedModel):
+        weights_desc = net.describe()
+    elif pretrained and weights is None:
         mirror = os.environ.get("GPUNET_NGC_MIRROR")
         weights_desc = f"pretrained, NGC mirror {mirror}" if mirror else "pretrained, NGC"
     elif weights is not None:

@@ -21,6 +21,7 @@ from __future__ import annotations
 import argparse
 import contextlib
 import copy
+import ctypes
 import importlib
 import io
 import json
@@ -617,6 +618,34 @@ def _read_openvino(core: Any, path: str | os.PathLike[str]) -> Any:
                           f"its .bin beside it, or an .onnx): {detail[:300]}") from exc
 
 
+class _StackT(ctypes.Structure):
+    _fields_ = [("ss_sp", ctypes.c_void_p), ("ss_flags", ctypes.c_int), ("ss_size", ctypes.c_size_t)]
+
+
+@contextlib.contextmanager
+def _keep_signal_stack() -> Iterator[None]:
+    """Give the calling thread back its alternate signal stack after the block (Linux).
+
+    OpenVINO's CPU plugin (2026.4) installs an alternate signal stack on the thread that compiles
+    a model and can free that memory while it is still installed. The next signal handled on the
+    thread with a Python handler -- SIGCHLD once torch's DataLoader with workers has installed
+    its handler, when any child process exits -- then runs on freed memory and kills the process
+    with a segmentation fault. Nothing of OpenVINO's handles signals on that stack, so restoring
+    the previous one costs nothing.
+    """
+    if not sys.platform.startswith("linux"):
+        yield
+        return
+    libc = ctypes.CDLL(None, use_errno=True)
+    before = _StackT()
+    saved = libc.sigaltstack(None, ctypes.byref(before)) == 0
+    try:
+        yield
+    finally:
+        if saved:
+            libc.sigaltstack(ctypes.byref(before), None)
+
+
 def openvino_model(path: str | os.PathLike[str], *, precision: str = "fp32", threads: int | None = None,
                    batch: int | None = None, device: str = "CPU") -> Any:
     """Compile an OpenVINO IR (.xml) or ONNX file for `device` with an explicit inference precision.
@@ -638,7 +667,8 @@ def openvino_model(path: str | os.PathLike[str], *, precision: str = "fp32", thr
     config: dict[str, Any] = {"INFERENCE_PRECISION_HINT": OPENVINO_PRECISIONS[precision], "PERFORMANCE_HINT": "LATENCY"}
     if threads:
         config["INFERENCE_NUM_THREADS"] = int(threads)
-    return core.compile_model(model, device, config)
+    with _keep_signal_stack():
+        return core.compile_model(model, device, config)
 
 
 def export_openvino(model: nn.Module, path: str | os.PathLike[str], *, img_size: int | None = None,

@@ -42,10 +42,10 @@ from gpunet.export import (
     META_PRECISION,
     ExportError,
     _import_onnx,
-    onnx_session,
     read_metadata,
     set_metadata,
 )
+from gpunet.runtime import RUNTIMES, exported_runner
 
 META_QUANTIZATION = "gpunet.quantization"
 DEFAULT_NUM_IMAGES = 128
@@ -290,23 +290,6 @@ def quantize_onnx(fp32_onnx_path: str | os.PathLike[str], out_path: str | os.Pat
 
 # ---------------------------------------------------------------------------- comparison
 
-RUNTIMES = {"onnxruntime": "ONNX Runtime", "openvino": "OpenVINO"}
-
-
-def _runner(path: str, runtime: str, threads: int | None) -> Callable[[np.ndarray], np.ndarray]:
-    """A function from an input batch to the logits of the ONNX file `path` in `runtime` on the CPU."""
-    if runtime == "openvino":
-        from gpunet.export import openvino_model
-
-        compiled = openvino_model(path, threads=threads)  # f32 inference precision: the INT8 parts stay INT8
-        return lambda x: compiled(x)[0]
-    if runtime != "onnxruntime":
-        raise QuantizeError(f"runtime must be one of {', '.join(RUNTIMES)}, got {runtime!r}")
-    session = onnx_session(path, threads=threads, providers=["CPUExecutionProvider"])
-    name = session.get_inputs()[0].name
-    return lambda x: session.run(None, {name: x})[0]
-
-
 def _num_outputs(path: str) -> int | None:
     onnx = _import_onnx()
     dims = onnx.load(path, load_external_data=False).graph.output[0].type.tensor_type.shape.dim
@@ -341,7 +324,10 @@ def compare_int8(fp32_path: str | os.PathLike[str], int8_path: str | os.PathLike
     fp32_path, int8_path = os.fspath(fp32_path), os.fspath(int8_path)
     transform = preprocess or onnx_preprocess(fp32_path)
     dataset = ImageFolder(val_dir, transform, limit=limit)
-    runners = {"fp32": _runner(fp32_path, runtime, threads), "int8": _runner(int8_path, runtime, threads)}
+    if runtime not in RUNTIMES:
+        raise QuantizeError(f"runtime must be one of {', '.join(RUNTIMES)}, got {runtime!r}")
+    runners = {key: exported_runner(path, runtime, threads, cpu=True)[0]
+               for key, path in (("fp32", fp32_path), ("int8", int8_path))}
     spec = _input_spec(fp32_path)
     classes = _num_outputs(fp32_path)
     needed = 1000 if dataset.imagenet else dataset.num_classes
