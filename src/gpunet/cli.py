@@ -91,10 +91,9 @@ def cmd_predict(args: argparse.Namespace) -> int:
     if args.random_weights:
         _warn_random(args.model)
     size = args.img_size or int(_cfg(clf.model)["input_size"][-1])
-    describe = getattr(clf.model, "describe", None)  # an exported file says which runtime runs it
+    engine = getattr(clf.model, "engine", None)  # an exported file: which runtime runs it
     weights_desc = ("RANDOM (meaningless)" if args.random_weights else
-                    _pretrained_desc() if args.pretrained else
-                    describe() if callable(describe) else args.weights or args.model)
+                    _pretrained_desc() if args.pretrained else engine or args.weights or args.model)
     _err(f"gpunet: {clf.name} ({weights_desc}) on {clf.device}{', amp' if args.amp else ''}, {size} px, "
          f"{len(paths)} image{'s' if len(paths) != 1 else ''}")
     fmt = args.format

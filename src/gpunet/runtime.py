@@ -114,8 +114,13 @@ class ExportedModel(nn.Module):
             out = np.concatenate(chunks)
         return torch.from_numpy(np.asarray(out, dtype=np.float32)).to(x.device)
 
+    @property
+    def engine(self) -> str:
+        """What runs the file, e.g. "OpenVINO, int8"."""
+        return f"{RUNTIMES[self.runtime]}, {self.precision}"
+
     def describe(self) -> str:
-        return f"{self.path} ({RUNTIMES[self.runtime]}, {self.precision})"
+        return f"{self.path} ({self.engine})"
 
 
 def check_options(model: nn.Module, *, img_size: int | None = None, amp: bool = False) -> None:
