@@ -20,6 +20,7 @@ from gpunet.export import (
     META_PRECISION,
     META_PREPROCESS,
     ExportError,
+    _StackT,
     add_export_arguments,
     export_onnx,
     export_openvino,
@@ -153,10 +154,6 @@ def test_without_openvino_the_error_says_what_to_install(gpunet0, tmp_path, monk
 
 
 # ---------------------------------------------------------------------------- signal stack (a crash, fixed)
-
-class _StackT(ctypes.Structure):
-    _fields_ = [("ss_sp", ctypes.c_void_p), ("ss_flags", ctypes.c_int), ("ss_size", ctypes.c_size_t)]
-
 
 def _signal_stack() -> tuple[int, int, int]:
     s = _StackT()

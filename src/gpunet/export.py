@@ -229,12 +229,17 @@ def _torch_version() -> tuple[int, int]:
     return (int(m.group(1)), int(m.group(2))) if m else (0, 0)
 
 
-def _have_onnxscript() -> bool:
+def _importable(module: str) -> bool:
+    """Whether an optional dependency imports (a broken install counts as missing)."""
     try:
-        import onnxscript  # noqa: F401
+        importlib.import_module(module)
     except ImportError:
         return False
     return True
+
+
+def _have_onnxscript() -> bool:
+    return _importable("onnxscript")
 
 
 @contextlib.contextmanager
@@ -588,11 +593,7 @@ def _import_openvino() -> Any:
 
 
 def openvino_available() -> bool:
-    try:
-        import openvino  # noqa: F401
-    except ImportError:
-        return False
-    return True
+    return _importable("openvino")
 
 
 def _openvino_metadata(path: str | os.PathLike[str]) -> dict[str, str]:
@@ -732,11 +733,7 @@ TENSORRT_INSTALL = (
 
 
 def tensorrt_available() -> bool:
-    try:
-        import tensorrt  # noqa: F401
-    except ImportError:
-        return False
-    return True
+    return _importable("tensorrt")
 
 
 def _import_tensorrt() -> Any:

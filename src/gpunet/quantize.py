@@ -91,6 +91,7 @@ class _InputSpec:
     batch: int | None  # fixed batch, or None when dynamic
     height: int | None
     width: int | None
+    classes: int | None  # the (N, classes) output's class count, when fixed
 
 
 def _input_spec(path: str | os.PathLike[str]) -> _InputSpec:
@@ -109,7 +110,9 @@ def _input_spec(path: str | os.PathLike[str]) -> _InputSpec:
     def fixed(d: Any) -> int | None:
         return int(d.dim_value) if d.HasField("dim_value") and d.dim_value > 0 else None
 
-    return _InputSpec(inputs[0].name, fixed(dims[0]), fixed(dims[2]), fixed(dims[3]))
+    out = proto.graph.output[0].type.tensor_type.shape.dim
+    classes = fixed(out[1]) if len(out) == 2 else None
+    return _InputSpec(inputs[0].name, fixed(dims[0]), fixed(dims[2]), fixed(dims[3]), classes)
 
 
 def onnx_preprocess(path: str | os.PathLike[str], img_size: int | None = None) -> Preprocess:
@@ -290,12 +293,6 @@ def quantize_onnx(fp32_onnx_path: str | os.PathLike[str], out_path: str | os.Pat
 
 # ---------------------------------------------------------------------------- comparison
 
-def _num_outputs(path: str) -> int | None:
-    onnx = _import_onnx()
-    dims = onnx.load(path, load_external_data=False).graph.output[0].type.tensor_type.shape.dim
-    return int(dims[1].dim_value) if len(dims) == 2 and dims[1].dim_value > 0 else None
-
-
 def _median_latency_ms(run: Callable[[np.ndarray], np.ndarray], x: np.ndarray, warmup: int, runs: int) -> float:
     for _ in range(warmup):
         run(x)
@@ -326,15 +323,14 @@ def compare_int8(fp32_path: str | os.PathLike[str], int8_path: str | os.PathLike
     dataset = ImageFolder(val_dir, transform, limit=limit)
     if runtime not in RUNTIMES:
         raise QuantizeError(f"runtime must be one of {', '.join(RUNTIMES)}, got {runtime!r}")
-    runners = {key: exported_runner(path, runtime, threads, cpu=True)[0]
-               for key, path in (("fp32", fp32_path), ("int8", int8_path))}
     spec = _input_spec(fp32_path)
-    classes = _num_outputs(fp32_path)
     needed = 1000 if dataset.imagenet else dataset.num_classes
-    if classes is not None and classes != needed:
+    if spec.classes is not None and spec.classes != needed:
         kind = "ImageNet synset folders" if dataset.imagenet else f"{dataset.num_classes} class folders"
         raise QuantizeError(f"{dataset.root}: {kind} need a model with {needed} classes, but {fp32_path} has "
-                            f"{classes}")
+                            f"{spec.classes}")
+    runners = {key: exported_runner(path, runtime, threads, cpu=True)[0]
+               for key, path in (("fp32", fp32_path), ("int8", int8_path))}
     bs = spec.batch or max(1, batch_size)
     loader = torch.utils.data.DataLoader(dataset, batch_size=bs, shuffle=False, num_workers=0, collate_fn=collate)
     correct = {"fp32": 0, "int8": 0}
