@@ -18,23 +18,9 @@ import os
 from dataclasses import dataclass, field, fields
 from typing import Any, ClassVar
 
+from gpunet.errors import ArchitectureError
+
 ACTIVATIONS = ("relu", "swish", "silu")
-
-
-class ArchitectureError(ValueError):
-    """An architecture that cannot be built, with where and why."""
-
-    def __init__(self, message: str, *, source: str | None = None, index: int | None = None,
-                 layer_type: str | None = None, field_name: str | None = None) -> None:
-        where = []
-        if source:
-            where.append(str(source))
-        if index is not None:
-            where.append(f"entry {index}" + (f" ({layer_type})" if layer_type else ""))
-        if field_name:
-            where.append(f"field '{field_name}'")
-        super().__init__((": ".join(where) + ": " if where else "") + message)
-        self.source, self.index, self.field_name = source, index, field_name
 
 
 @dataclass(frozen=True)

@@ -8,6 +8,7 @@ optional activation), which keeps parameter names short and makes BN folding loc
 from __future__ import annotations
 
 import torch
+import torch.nn.functional as F
 from timm.layers import DropPath
 from torch import nn
 
@@ -44,6 +45,11 @@ class ConvBnAct(nn.Module):
         self.conv.weight.mul_(scale.reshape(-1, 1, 1, 1))
         self.conv.bias = nn.Parameter(bn.bias - bn.running_mean * scale)
         self.bn = nn.Identity()
+
+
+def is_fused(model: nn.Module) -> bool:
+    """Whether `model` is in deploy mode: some ConvBnAct has its BatchNorm folded into the convolution."""
+    return any(isinstance(m, ConvBnAct) and not isinstance(m.bn, nn.BatchNorm2d) for m in model.modules())
 
 
 class SqueezeExcite(nn.Module):
@@ -107,3 +113,34 @@ class FusedInvertedResidual(_Residual):
 
     def branch(self, x: torch.Tensor) -> torch.Tensor:
         return self.pwl(self.se(self.exp(x)))
+
+
+def pool_and_classify(x: torch.Tensor, head_proj: nn.Module | None, classifier: nn.Module, *, drop_rate: float = 0.0,
+                      training: bool = False, pre_logits: bool = False) -> torch.Tensor:
+    """Global average pool -> [1x1 projection + ReLU (distilled path)] -> flatten -> dropout -> classifier."""
+    x = x.mean((2, 3), keepdim=True)
+    if head_proj is not None:
+        x = F.relu(head_proj(x))
+    x = x.flatten(1)
+    if pre_logits:
+        return x
+    if drop_rate > 0.0:
+        x = F.dropout(x, p=drop_rate, training=training)
+    return classifier(x)
+
+
+class Tail(nn.Module):
+    """The tail on its own (for per-layer measurements): head conv -> `pool_and_classify`.
+
+    GPUNet holds the same three modules at its root (`head`, `head_proj`, `classifier`: NVIDIA's
+    checkpoint names) and runs them through the same function.
+    """
+
+    def __init__(self, head: nn.Module, head_proj: nn.Module | None, classifier: nn.Module) -> None:
+        super().__init__()
+        self.head = head
+        self.head_proj = head_proj
+        self.classifier = classifier
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return pool_and_classify(self.head(x), self.head_proj, self.classifier)

@@ -12,7 +12,6 @@ gives a `Prediction` with `error` set instead of stopping the others.
 
 from __future__ import annotations
 
-import contextlib
 import os
 import sys
 from collections.abc import Iterable, Iterator, Sequence
@@ -25,14 +24,13 @@ from PIL import Image
 from torch import nn
 
 from gpunet.data import load_image
+from gpunet.device import autocast, resolve_device
+from gpunet.errors import RandomWeightsError, SettingError
 from gpunet.labels import class_ids, class_names
 from gpunet.transforms import eval_transform, to_rgb
 
 ImageInput = Union[str, "os.PathLike[str]", Image.Image, torch.Tensor]
 
-
-class RandomWeightsError(ValueError):
-    """A classifier was asked for without trained weights."""
 
 
 @dataclass(frozen=True)
@@ -80,27 +78,6 @@ class Prediction:
                          for r, t in enumerate(self.topk, start=1)]}
 
 
-# ---------------------------------------------------------------------------- device / precision
-
-def resolve_device(device: str | torch.device | None = "auto") -> torch.device:
-    """`auto` -> cuda when available, else cpu; asking for an unavailable cuda is an error."""
-    if device is None or str(device) == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    dev = torch.device(device)
-    if dev.type == "cuda" and not torch.cuda.is_available():
-        raise ValueError("device 'cuda' requested but PyTorch sees no CUDA GPU (torch.cuda.is_available() is "
-                         f"False; torch {torch.__version__}); use --device cpu or auto")
-    return dev
-
-
-def autocast(device: torch.device, amp: bool) -> contextlib.AbstractContextManager[Any]:
-    """Mixed precision: fp16 on CUDA, bf16 on CPU; a no-op when `amp` is False."""
-    if not amp:
-        return contextlib.nullcontext()
-    dtype = torch.float16 if device.type == "cuda" else torch.bfloat16
-    return torch.autocast(device_type=device.type, dtype=dtype)
-
-
 # ---------------------------------------------------------------------------- model loading
 
 def load_model(model: str | os.PathLike[str] | nn.Module = "gpunet_d1", *,
@@ -123,7 +100,7 @@ def load_model(model: str | os.PathLike[str] | nn.Module = "gpunet_d1", *,
         return model.eval()
     if is_exported(model):
         if weights is not None or pretrained or random_weights:
-            raise ValueError(f"{os.fspath(model)} is an exported model with its own weights; --weights, "
+            raise SettingError(f"{os.fspath(model)} is an exported model with its own weights; --weights, "
                              "--pretrained and --random-weights apply to a model name or JSON only")
         exported = ExportedModel(model, runtime=runtime)
         if num_classes is not None and exported.num_classes != num_classes:
@@ -131,7 +108,7 @@ def load_model(model: str | os.PathLike[str] | nn.Module = "gpunet_d1", *,
                                "are needed")
         return exported.eval()
     if runtime is not None:
-        raise ValueError(f"runtime={runtime!r} applies to exported files (.onnx, .xml), not to {os.fspath(model)}")
+        raise SettingError(f"runtime={runtime!r} applies to exported files (.onnx, .xml), not to {os.fspath(model)}")
     own_weights = os.fspath(model).endswith(".safetensors")
     if weights is None and not pretrained and not own_weights and not random_weights:
         raise RandomWeightsError(

@@ -22,8 +22,11 @@ import torch.nn.functional as F
 from torch import nn
 
 from gpunet._io import atomic_write_bytes
-from gpunet.classify import autocast, load_model, resolve_device
+from gpunet.classify import load_model
 from gpunet.data import ImageFolder, collate
+from gpunet.device import autocast, resolve_device
+from gpunet.errors import SettingError
+from gpunet.metrics import correct_topk
 from gpunet.transforms import eval_transform, preprocess_config
 
 
@@ -61,13 +64,6 @@ class ValidationResult:
         return d
 
 
-def _correct_topk(logits: torch.Tensor, target: torch.Tensor, ks: tuple[int, ...]) -> list[int]:
-    maxk = min(max(ks), logits.shape[1])
-    pred = logits.topk(maxk, dim=1).indices
-    hit = pred.eq(target.view(-1, 1))
-    return [int(hit[:, :min(k, maxk)].any(dim=1).sum()) for k in ks]
-
-
 def validate(model: str | os.PathLike[str] | nn.Module, data_dir: str | os.PathLike[str], *,
              weights: str | os.PathLike[str] | None = None, pretrained: bool = False, img_size: int | None = None,
              crop_pct: float | None = None, batch_size: int = 64, workers: int = 2, amp: bool = False,
@@ -95,7 +91,7 @@ def validate(model: str | os.PathLike[str] | nn.Module, data_dir: str | os.PathL
     check_options(net, img_size=img_size, amp=amp)
     model_classes = int(getattr(net, "num_classes", 0) or 0)
     if dataset.imagenet and model_classes != 1000:
-        raise ValueError(f"{dataset.root}: the class folders are ImageNet synsets, but the model has {model_classes} "
+        raise SettingError(f"{dataset.root}: the class folders are ImageNet synsets, but the model has {model_classes} "
                          "classes (1000 needed)")
     cfg = preprocess_config(net)
     size = img_size or int(cfg["input_size"][-1])
@@ -131,7 +127,7 @@ def validate(model: str | os.PathLike[str] | nn.Module, data_dir: str | os.PathL
                     logits = net(x)
                 logits = logits.float()
                 loss_sum += float(F.cross_entropy(logits, target, reduction="sum"))
-                c1, c5 = _correct_topk(logits, target, (1, 5))
+                c1, c5 = correct_topk(logits, target, (1, 5))
                 correct1 += c1
                 correct5 += c5
                 count += int(target.numel())
@@ -142,7 +138,7 @@ def validate(model: str | os.PathLike[str] | nn.Module, data_dir: str | os.PathL
         torch.cuda.synchronize(dev)
     elapsed = time.perf_counter() - start
     if count == 0:
-        raise ValueError(f"{dataset.root}: none of the {len(dataset)} images could be read: "
+        raise SettingError(f"{dataset.root}: none of the {len(dataset)} images could be read: "
                          + "; ".join(failed[:3]))
     name = (getattr(net, "pretrained_cfg", None) or {}).get("name") or (
         os.fspath(model) if not isinstance(model, nn.Module) else "custom")
@@ -179,9 +175,9 @@ def append_results(path: str | os.PathLike[str], result: ValidationResult | dict
                 try:
                     rows = json.load(f)
                 except json.JSONDecodeError as exc:
-                    raise ValueError(f"{path}: exists but is not valid JSON ({exc}); not overwriting it") from None
+                    raise SettingError(f"{path}: exists but is not valid JSON ({exc}); not overwriting it") from None
             if not isinstance(rows, list):
-                raise ValueError(f"{path}: exists but is not a JSON list; not overwriting it")
+                raise SettingError(f"{path}: exists but is not a JSON list; not overwriting it")
         full = result.to_dict() if isinstance(result, ValidationResult) else row
         rows.append(full)
         atomic_write_bytes(path, (json.dumps(rows, indent=2) + "\n").encode())

@@ -23,12 +23,11 @@ from typing import Any
 
 from tqdm.auto import tqdm
 
+from gpunet.errors import DownloadError
+
 CHUNK = 1 << 20
 TIMEOUT_S = 60.0
 
-
-class DownloadError(RuntimeError):
-    """A download failed; the message says what to do instead."""
 
 
 def gpunet_home() -> Path:

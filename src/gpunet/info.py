@@ -14,8 +14,9 @@ from typing import Any
 import torch
 from torch import nn
 
-from gpunet.arch import Architecture, ConvSpec, FusedIRBSpec, HeadSpec, IRBSpec, TailSpec
-from gpunet.builder import layer_module_paths
+from gpunet.arch import Architecture, TailSpec
+from gpunet.builder import layer_geometry
+from gpunet.errors import SettingError
 from gpunet.model import GPUNet
 
 
@@ -102,63 +103,42 @@ def count_params(model: nn.Module) -> int:
     return sum(p.numel() for p in model.parameters())
 
 
-def _act_name(module: nn.Module) -> str:
-    for sub in module.modules():
-        if isinstance(sub, nn.SiLU):
-            return "swish"
-        if isinstance(sub, nn.ReLU):
-            return "relu"
-    return "-"
-
-
 def describe(model_or_name: Any, img_size: int | None = None) -> dict[str, Any]:
     """Everything `gpunet info` shows: per-layer rows, totals and the pretrained config."""
     from gpunet.zoo import get_pretrained_config
 
     model, name = _as_model(model_or_name)
     if not isinstance(model, GPUNet):
-        raise TypeError(f"describe() needs a GPUNet, a zoo name or an architecture JSON, got {type(model).__name__}")
+        raise SettingError(f"describe() needs a GPUNet, a zoo name or an architecture JSON, got {type(model).__name__}")
     arch = model.arch
     if next(model.parameters()).device.type != "meta":
         model = _meta_model(arch, model.num_classes)
     size = img_size or arch.img_resolution
-    paths = layer_module_paths(arch)
-    watch: dict[str, nn.Module] = {}
-    for layer, path in zip(arch.layers, paths, strict=True):
-        if not isinstance(layer, TailSpec):
-            watch[path] = model.get_submodule(path)
+    geometry = layer_geometry(arch)
     tail_parts = {"head": model.head, "classifier": model.classifier}
     if model.head_proj is not None:
         tail_parts["head_proj"] = model.head_proj
-    for key, mod in tail_parts.items():
-        watch[f"<tail>.{key}"] = mod
+    watch: dict[str, nn.Module] = {g.module_path: model.get_submodule(g.module_path) for g in geometry[:-1]}
+    watch.update({f"<tail>.{key}": mod for key, mod in tail_parts.items()})
     total, per_path, shapes = _trace(model, size, watch)
 
     rows: list[dict[str, Any]] = []
-    for i, (layer, path) in enumerate(zip(arch.layers, paths, strict=True), start=1):
-        row: dict[str, Any] = {"entry": i, "stage": layer.stage, "type": layer.layer_type, "module": path or "(tail)",
-                               "kernel": None, "stride": None, "expansion": None, "in": layer.in_channels,
-                               "hidden": None, "out": layer.out_channels, "se": None, "act": None}
+    for g in geometry:
+        layer = g.spec
+        row: dict[str, Any] = {"entry": g.index + 1, "stage": layer.stage, "type": layer.layer_type,
+                               "module": g.module_path or "(tail)", "kernel": g.kernel_size, "stride": g.stride,
+                               "expansion": getattr(layer, "expansion", None), "in": layer.in_channels,
+                               "hidden": g.hidden_channels, "out": layer.out_channels, "se": g.se_channels,
+                               "act": g.act}
         if isinstance(layer, TailSpec):
-            mods = list(tail_parts.values())
-            row.update(kernel=1, act="relu", out=model.num_classes, hidden=model.num_features,
+            row.update(stride=None, out=model.num_classes, hidden=model.num_features,
                        output_shape=list(shapes["<tail>.classifier"]),
                        macs=sum(per_path[f"<tail>.{k}"] for k in tail_parts),
-                       params=sum(count_params(m) for m in mods))
+                       params=sum(count_params(m) for m in tail_parts.values()))
         else:
-            mod = watch[path]
-            row.update(output_shape=list(shapes[path]), macs=per_path[path], params=count_params(mod),
-                       act=_act_name(mod))
-            if isinstance(layer, HeadSpec):
-                row.update(kernel=3, stride=2)
-            elif isinstance(layer, ConvSpec):
-                row.update(kernel=layer.kernel_size, stride=layer.stride)
-            elif isinstance(layer, (IRBSpec, FusedIRBSpec)):
-                first: Any = mod.pw if isinstance(layer, IRBSpec) else mod.exp
-                se: Any = getattr(mod, "se", None)
-                row.update(kernel=layer.kernel_size, stride=layer.stride, expansion=layer.expansion,
-                           hidden=first.conv.out_channels,
-                           se=se.conv_reduce.out_channels if hasattr(se, "conv_reduce") else None)
+            mod = watch[g.module_path]
+            row.update(output_shape=list(shapes[g.module_path]), macs=per_path[g.module_path],
+                       params=count_params(mod))
         rows.append(row)
     cfg = get_pretrained_config(name).to_dict() if name else None
     return {

@@ -10,6 +10,8 @@ import os
 import re
 from functools import lru_cache
 
+from gpunet.errors import SettingError
+
 IMAGENET_NUM_CLASSES = 1000
 _SYNSET = re.compile(r"^n\d{8}$")
 
@@ -58,7 +60,7 @@ def class_names(num_classes: int, labels: list[str] | tuple[str, ...] | None = N
     """Names for a model's outputs: given `labels`, else ImageNet for 1000 classes, else `class_<i>`."""
     if labels is not None:
         if len(labels) != num_classes:
-            raise ValueError(f"{len(labels)} class names given for a model with {num_classes} classes")
+            raise SettingError(f"{len(labels)} class names given for a model with {num_classes} classes")
         return list(labels)
     if num_classes == IMAGENET_NUM_CLASSES:
         return list(imagenet_labels())

@@ -6,12 +6,13 @@ from collections.abc import Sequence
 from typing import Any
 
 import torch
-import torch.nn.functional as F
 from timm.models import FeatureInfo as TimmFeatureInfo
 from torch import nn
 
 from gpunet.arch import Architecture
+from gpunet.blocks import pool_and_classify
 from gpunet.builder import build_network
+from gpunet.errors import SettingError
 
 DEFAULT_DROP_RATE = 0.2  # NVIDIA's Dropout(0.2) before the classifier, both paths
 
@@ -48,7 +49,7 @@ class GPUNet(nn.Module):
     def reset_classifier(self, num_classes: int, global_pool: str = "avg") -> None:
         """Replace the classifier (freshly initialised; 0 removes it)."""
         if global_pool != "avg":
-            raise ValueError(f"GPUNet supports only average pooling, got global_pool={global_pool!r}")
+            raise SettingError(f"GPUNet supports only average pooling, got global_pool={global_pool!r}")
         self.num_classes = num_classes
         self.classifier = self._make_classifier(num_classes)
 
@@ -58,15 +59,8 @@ class GPUNet(nn.Module):
 
     def forward_head(self, x: torch.Tensor, pre_logits: bool = False) -> torch.Tensor:
         """Pool, project (distilled path), dropout and classify; `pre_logits` stops before the classifier."""
-        x = x.mean((2, 3), keepdim=True)
-        if self.head_proj is not None:
-            x = F.relu(self.head_proj(x))
-        x = x.flatten(1)
-        if pre_logits:
-            return x
-        if self.drop_rate > 0.0:
-            x = F.dropout(x, p=self.drop_rate, training=self.training)
-        return self.classifier(x)
+        return pool_and_classify(x, self.head_proj, self.classifier, drop_rate=self.drop_rate,
+                                 training=self.training, pre_logits=pre_logits)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.forward_head(self.forward_features(x))
@@ -94,7 +88,7 @@ class GPUNetFeatures(nn.Module):
         n = len(infos)
         resolved = sorted({i % n if -n <= i < n else _bad_index(i, n) for i in out_indices})
         if not resolved:
-            raise ValueError(f"out_indices: give at least one stage index (0..{n - 1})")
+            raise SettingError(f"out_indices: give at least one stage index (0..{n - 1})")
         self.arch = arch
         self.out_indices = tuple(resolved)
         self.stem = net.stem
@@ -127,4 +121,4 @@ def default_out_indices(feature_info: list[dict[str, Any]]) -> tuple[int, ...]:
 
 
 def _bad_index(i: int, n: int) -> int:
-    raise ValueError(f"out_indices: stage index {i} is out of range; this model has {n} stages (0..{n - 1})")
+    raise SettingError(f"out_indices: stage index {i} is out of range; this model has {n} stages (0..{n - 1})")

@@ -7,6 +7,7 @@ from typing import Any
 from timm.models import register_model
 from torch import nn
 
+from gpunet.errors import SettingError
 from gpunet.zoo import create_model, get_pretrained_config, list_models
 
 
@@ -16,7 +17,7 @@ def _timm_entrypoint(name: str) -> Any:
         for key in ("pretrained_cfg", "pretrained_cfg_overlay", "cache_dir"):
             kwargs.pop(key, None)
         if kwargs.pop("in_chans", 3) != 3:
-            raise ValueError(f"{name} takes 3-channel images; for other inputs write an architecture JSON "
+            raise SettingError(f"{name} takes 3-channel images; for other inputs write an architecture JSON "
                              "whose head has another num_in_channels")
         return create_model(name, pretrained=pretrained, **kwargs)
 

@@ -1,4 +1,4 @@
-"""Weights: read every checkpoint form NVIDIA and we publish, map NVIDIA's keys, convert and save.
+"""Weights: read every checkpoint form NVIDIA and we publish, map NVIDIA's keys, load and save.
 
 Readable forms: the NGC zip, a timm training checkpoint (`.pth.tar`, EMA weights preferred
 exactly as NVIDIA's `load_checkpoint(use_ema=True)`), a bare state dict (NVIDIA's
@@ -22,8 +22,7 @@ import pickle
 import zipfile
 import zlib
 from collections import OrderedDict
-from collections.abc import Mapping
-from pathlib import Path
+from collections.abc import Callable, Mapping
 from typing import Any
 
 import torch
@@ -32,9 +31,12 @@ from safetensors.torch import save_file as save_safetensors
 from torch import nn
 
 from gpunet import hub
+from gpunet._deprecation import moved
 from gpunet._io import atomic_write
 from gpunet.arch import Architecture, HeadSpec, LayerSpec, TailSpec, loads_json
+from gpunet.blocks import is_fused
 from gpunet.builder import layer_module_paths
+from gpunet.errors import SettingError, WeightsError
 
 log = logging.getLogger("gpunet")
 
@@ -43,6 +45,8 @@ CHECKPOINT_SUFFIXES = (".pth.tar", ".pth", ".pt", ".tar", ".safetensors")
 STATE_DICT_KEYS = ("state_dict_ema", "model_ema", "state_dict", "model")
 SAFETENSORS_ARCH_KEY = "gpunet.architecture"
 MAX_LISTED = 5
+
+Recognise = Callable[[Mapping[str, torch.Tensor]], str | None]
 
 # Per block kind: NVIDIA's sub-module name -> ours, relative to the layer's module.
 _NON_DISTILLED_SUBMODULES: dict[str, dict[str, str]] = {
@@ -65,9 +69,6 @@ _DISTILLED_SUBMODULES: dict[str, dict[str, str]] = {
     "tail": {"net.0": "head.conv", "net.1": "head.bn", "net.4": "head_proj", "net.8": "classifier"},
 }
 
-
-class WeightsError(ValueError):
-    """A checkpoint that cannot be read or does not fit the model, with what was expected."""
 
 
 # ---------------------------------------------------------------------------- NVIDIA names
@@ -261,34 +262,13 @@ def resolve_weights_path(source: str | os.PathLike[str], progress: bool = True) 
     """A local path for `source`, downloading URLs into the cache."""
     text = os.fspath(source)
     if hub.is_url(text):
-        return os.fspath(hub.download(text, progress=progress, hint=_OFFLINE_HINT))
+        return os.fspath(hub.download(text, progress=progress, hint=OFFLINE_HINT))
     return text
 
 
-_OFFLINE_HINT = ("Without network access, download the checkpoint elsewhere and pass it as a local file "
+OFFLINE_HINT = ("Without network access, download the checkpoint elsewhere and pass it as a local file "
                  "(weights=PATH or --weights PATH), or point GPUNET_NGC_MIRROR at a folder or server that holds "
                  "the NGC zips.")
-
-
-def download_pretrained(name: str, progress: bool = True) -> str:
-    """The cached NGC checkpoint of a zoo model (from `$GPUNET_NGC_MIRROR` when set)."""
-    from gpunet.zoo import get_pretrained_config
-
-    cfg = get_pretrained_config(name)
-    mirror = os.environ.get("GPUNET_NGC_MIRROR")
-    url = f"{mirror.rstrip('/')}/{cfg.filename}" if mirror else cfg.url
-    if mirror and not hub.is_url(url):  # a folder: percent-encode it (spaces, '#', '%' in the path)
-        url = Path(os.path.abspath(url)).as_uri()
-    hint = (f"{cfg.display_name} weights come from NGC ({cfg.url}, NVIDIA's terms). " + _OFFLINE_HINT +
-            f" The file must be named {cfg.filename} there.")
-    return os.fspath(hub.download(url, cfg.filename, sha256=cfg.sha256, progress=progress, hint=hint))
-
-
-def load_weights(model: nn.Module, source: str | os.PathLike[str], progress: bool = True) -> nn.Module:
-    """Load a checkpoint in any supported form into a GPUNet / GPUNetFeatures built for its architecture."""
-    path = resolve_weights_path(source, progress)
-    state_dict, _ = read_checkpoint(path)
-    return load_state_dict(model, state_dict, path)
 
 
 def checkpoint_num_classes(state_dict: Mapping[str, torch.Tensor], arch: Architecture) -> int | None:
@@ -298,8 +278,13 @@ def checkpoint_num_classes(state_dict: Mapping[str, torch.Tensor], arch: Archite
     return int(weight.shape[0]) if weight is not None and weight.ndim == 2 else None
 
 
-def load_state_dict(model: nn.Module, state_dict: Mapping[str, torch.Tensor], path: str) -> nn.Module:
-    """Load tensors read from `path` (NVIDIA's or our names) into `model`, with specific errors."""
+def load_state_dict(model: nn.Module, state_dict: Mapping[str, torch.Tensor], path: str, *, name: str | None = None,
+                    recognise: Recognise | None = None) -> nn.Module:
+    """Load tensors read from `path` (NVIDIA's or our names) into `model`, with specific errors.
+
+    `name` is the model's name for messages; `recognise` (the zoo's `guess_model`) names the
+    released model a misfit checkpoint belongs to, so the error can say which model to create.
+    """
     original = state_dict
     arch: Architecture = model.arch  # type: ignore[assignment]
     unknown: list[str] = []
@@ -308,20 +293,21 @@ def load_state_dict(model: nn.Module, state_dict: Mapping[str, torch.Tensor], pa
         ours, unknown = from_nvidia(state_dict, arch)
     target = model.state_dict()
     if not hasattr(model, "classifier"):  # a feature backbone: drop what only the full classifier has
-        full = _meta_state_dict(arch)
+        full = meta_state_dict(arch)
         ours = OrderedDict((k, v) for k, v in ours.items() if k in target or k not in full)
     _adapt_classifier(model, ours, path)
     missing = [k for k in target if k not in ours]
     unexpected = unknown + [k for k in ours if k not in target]
     misshaped = [k for k in ours if k in target and ours[k].shape != target[k].shape]
     if missing or unexpected or misshaped:
-        raise WeightsError(_mismatch_message(path, arch, original, ours, target, missing, unexpected, misshaped))
+        guess = recognise(original) if recognise is not None else None
+        raise WeightsError(_mismatch_message(path, name, guess, ours, target, missing, unexpected, misshaped))
     model.load_state_dict(ours)
     return model
 
 
-def _meta_state_dict(arch: Architecture) -> dict[str, torch.Tensor]:
-    """Names and shapes of a full classifier's tensors, without allocating them."""
+def meta_state_dict(arch: Architecture) -> dict[str, torch.Tensor]:
+    """Names and shapes of a full classifier's tensors (meta device: nothing allocated)."""
     from gpunet.model import GPUNet
 
     with torch.device("meta"):
@@ -345,15 +331,12 @@ def _adapt_classifier(model: nn.Module, state_dict: OrderedDict[str, torch.Tenso
                 "initialised", path, weight.shape[0], model.num_classes)
 
 
-def _mismatch_message(path: str, arch: Architecture, original: Mapping[str, torch.Tensor],
-                      got: Mapping[str, torch.Tensor], target: Mapping[str, torch.Tensor], missing: list[str],
-                      unexpected: list[str], misshaped: list[str]) -> str:
-    """`original`: the checkpoint's tensors as read (for recognising the model); `got`: renamed for `arch`."""
-    from gpunet.zoo import find_model_name
-
-    name = find_model_name(arch) or "the given architecture"
+def _mismatch_message(path: str, name: str | None, guess: str | None, got: Mapping[str, torch.Tensor],
+                      target: Mapping[str, torch.Tensor], missing: list[str], unexpected: list[str],
+                      misshaped: list[str]) -> str:
+    """`got`: the checkpoint's tensors renamed for the model; `guess`: the released model they look like."""
+    name = name or "the given architecture"
     lines = [f"{path}: checkpoint does not fit {name}."]
-    guess = guess_model(original)
     if guess and guess != name:
         lines.append(f"It looks like a checkpoint of {guess}: create the model with that name instead.")
     if missing:
@@ -372,26 +355,10 @@ def _first(items: list[str]) -> str:
     return ", ".join(items[:MAX_LISTED]) + more
 
 
-def _signature(state_dict: Mapping[str, torch.Tensor]) -> set[tuple[str, tuple[int, ...]]]:
-    return {(k, tuple(v.shape)) for k, v in state_dict.items() if not k.startswith("classifier.")}
-
-
-def guess_model(state_dict: Mapping[str, torch.Tensor]) -> str | None:
-    """The released model whose tensors (classifier aside) match `state_dict` exactly, in either naming."""
-    from gpunet.zoo import get_architecture, list_models
-
-    for name in list_models():
-        arch = get_architecture(name)
-        candidate, unknown = from_nvidia(state_dict, arch) if is_nvidia_layout(state_dict) else (state_dict, [])
-        if not unknown and _signature(candidate) == _signature(_meta_state_dict(arch)):
-            return name
-    return None
-
-
 # ---------------------------------------------------------------------------- writing files
 
 def _check_not_fused(model: nn.Module) -> None:
-    if getattr(model, "is_fused", False):
+    if is_fused(model):
         raise WeightsError("this model is fused (deploy mode): its BatchNorms are folded into the convolutions, "
                            "so no checkpoint layout applies; save the weights before calling fuse()")
 
@@ -420,42 +387,9 @@ def save_nvidia_checkpoint(model: nn.Module, path: str | os.PathLike[str], layou
     elif layout == "raw_state_dict":
         obj = sd
     else:
-        raise ValueError(f"layout must be 'timm' or 'raw_state_dict', got {layout!r}")
+        raise SettingError(f"layout must be 'timm' or 'raw_state_dict', got {layout!r}")
     atomic_write(path, lambda tmp: torch.save(obj, tmp))
 
 
-def convert(src: str | os.PathLike[str], dst: str | os.PathLike[str], model: str | os.PathLike[str] | None = None,
-            *, layout: str | None = None) -> str:
-    """Convert a checkpoint: `.safetensors` destination -> our format, else NVIDIA's layout.
-
-    `model` names the architecture (zoo name or JSON); it may be omitted for our own
-    .safetensors and for NVIDIA checkpoints of a released model (recognised by shape).
-    Returns the layout written.
-    """
-    from gpunet.zoo import create_model, get_pretrained_config, resolve_architecture
-
-    src_path = resolve_weights_path(src)
-    state_dict, metadata = read_checkpoint(src_path)
-    arch, name = resolve_architecture(model if model is not None else
-                                      _infer_architecture(src_path, state_dict, metadata))
-    net = create_model(arch, num_classes=checkpoint_num_classes(state_dict, arch), progress=False)
-    load_state_dict(net, state_dict, src_path)
-    if os.fspath(dst).endswith(".safetensors"):
-        save_safetensors_checkpoint(net, dst)
-        return "gpunet-safetensors"
-    if layout is None:
-        layout = get_pretrained_config(name).checkpoint_format if name else "timm"
-    save_nvidia_checkpoint(net, dst, layout)
-    return f"nvidia-{layout}"
-
-
-def _infer_architecture(path: str, state_dict: Mapping[str, torch.Tensor],
-                        metadata: Mapping[str, str]) -> Architecture | str:
-    """The architecture recorded in our files, else the released model the tensors belong to."""
-    if SAFETENSORS_ARCH_KEY in metadata:
-        return _recorded_architecture(path, metadata)
-    guess = guess_model(state_dict)
-    if guess is None:
-        raise WeightsError(f"{path}: not a checkpoint of a released GPUNet; name its architecture "
-                           "(a JSON file) with --model")
-    return guess
+__getattr__ = moved(__name__, {"convert": "gpunet.conversion", "load_weights": "gpunet.zoo",
+                               "download_pretrained": "gpunet.zoo", "guess_model": "gpunet.zoo"})

@@ -1,4 +1,4 @@
-"""The model zoo: the seven released GPUNets as tables, their pretrained configs, and `create_model`.
+"""The model zoo: the seven released GPUNets as tables, their pretrained configs, `create_model` and weights.
 
 Tables are decoded by `arch.from_table`: one row per run of `n` layers (first layer has
 stride `s`, the rest 1), `-` = field absent in NVIDIA's JSON. Channels chain implicitly.
@@ -7,13 +7,19 @@ stride `s`, the rest 1), `-` = field absent in NVIDIA's JSON. Channels chain imp
 from __future__ import annotations
 
 import os
+from collections.abc import Mapping
 from dataclasses import asdict, dataclass, field
+from pathlib import Path
 from typing import Any
 
+import torch
 from torch import nn
 
+from gpunet import hub
+from gpunet import weights as W
 from gpunet._names import did_you_mean
 from gpunet.arch import Architecture, from_table, load_json
+from gpunet.errors import SettingError
 from gpunet.model import DEFAULT_DROP_RATE, GPUNet, GPUNetFeatures
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
@@ -218,8 +224,8 @@ def list_models() -> list[str]:
     return list(_ZOO)
 
 
-def _unknown_model(name: str) -> ValueError:
-    return ValueError(f"unknown model {name!r}.{did_you_mean(name, _ZOO)} Known models: {', '.join(_ZOO)}; "
+def _unknown_model(name: str) -> SettingError:
+    return SettingError(f"unknown model {name!r}.{did_you_mean(name, _ZOO)} Known models: {', '.join(_ZOO)}; "
                       "or pass the path of an NVIDIA-format architecture JSON or a gpunet .safetensors file.")
 
 
@@ -251,9 +257,7 @@ def resolve_architecture(name_or_path: str | os.PathLike[str] | Architecture) ->
         return _ZOO[text].arch, text
     if text.endswith(".json") or os.path.isfile(text):
         if text.endswith(".safetensors"):
-            from gpunet.weights import read_safetensors_architecture
-
-            arch = read_safetensors_architecture(text)
+            arch = W.read_safetensors_architecture(text)
         else:
             arch = load_json(text)
         return arch, find_model_name(arch)
@@ -275,17 +279,15 @@ def create_model(name_or_path: str | os.PathLike[str] | Architecture, *, pretrai
     the checkpoint (else the architecture); a `num_classes` different from the
     checkpoint's keeps the backbone and starts a fresh classifier (fine-tuning).
     """
-    from gpunet import weights as W
-
     arch, zoo_name = resolve_architecture(name_or_path)
     if weights is None and not isinstance(name_or_path, Architecture) and os.fspath(name_or_path).endswith(
             ".safetensors"):
         weights = name_or_path  # the architecture and the weights come from the same file
     if pretrained and weights is None:
         if zoo_name is None:
-            raise ValueError("pretrained=True needs one of the released models "
+            raise SettingError("pretrained=True needs one of the released models "
                              f"({', '.join(_ZOO)}); for a custom architecture pass weights=PATH")
-        weights = W.download_pretrained(zoo_name, progress=progress)
+        weights = download_pretrained(zoo_name, progress=progress)
     path, state_dict = None, None
     if weights is not None:
         path = W.resolve_weights_path(weights, progress)
@@ -300,5 +302,42 @@ def create_model(name_or_path: str | os.PathLike[str] | Architecture, *, pretrai
     if zoo_name is not None:
         model.pretrained_cfg = get_pretrained_config(zoo_name).to_dict()
     if state_dict is not None and path is not None:
-        W.load_state_dict(model, state_dict, path)
+        W.load_state_dict(model, state_dict, path, name=zoo_name, recognise=guess_model)
     return model.eval()
+
+
+# ---------------------------------------------------------------------------- weights of zoo models
+
+def download_pretrained(name: str, progress: bool = True) -> str:
+    """The cached NGC checkpoint of a zoo model (from `$GPUNET_NGC_MIRROR` when set)."""
+    cfg = get_pretrained_config(name)
+    mirror = os.environ.get("GPUNET_NGC_MIRROR")
+    url = f"{mirror.rstrip('/')}/{cfg.filename}" if mirror else cfg.url
+    if mirror and not hub.is_url(url):  # a folder: percent-encode it (spaces, '#', '%' in the path)
+        url = Path(os.path.abspath(url)).as_uri()
+    hint = (f"{cfg.display_name} weights come from NGC ({cfg.url}, NVIDIA's terms). " + W.OFFLINE_HINT +
+            f" The file must be named {cfg.filename} there.")
+    return os.fspath(hub.download(url, cfg.filename, sha256=cfg.sha256, progress=progress, hint=hint))
+
+
+def load_weights(model: nn.Module, source: str | os.PathLike[str], progress: bool = True) -> nn.Module:
+    """Load a checkpoint in any supported form into a GPUNet / GPUNetFeatures built for its architecture."""
+    path = W.resolve_weights_path(source, progress)
+    state_dict, _ = W.read_checkpoint(path)
+    arch = getattr(model, "arch", None)
+    name = find_model_name(arch) if isinstance(arch, Architecture) else None
+    return W.load_state_dict(model, state_dict, path, name=name, recognise=guess_model)
+
+
+def _signature(state_dict: Mapping[str, torch.Tensor]) -> set[tuple[str, tuple[int, ...]]]:
+    return {(k, tuple(v.shape)) for k, v in state_dict.items() if not k.startswith("classifier.")}
+
+
+def guess_model(state_dict: Mapping[str, torch.Tensor]) -> str | None:
+    """The released model whose tensors (classifier aside) match `state_dict` exactly, in either naming."""
+    for name, entry in _ZOO.items():
+        nvidia = W.is_nvidia_layout(state_dict)
+        candidate, unknown = W.from_nvidia(state_dict, entry.arch) if nvidia else (state_dict, [])
+        if not unknown and _signature(candidate) == _signature(W.meta_state_dict(entry.arch)):
+            return name
+    return None
