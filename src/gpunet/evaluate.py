@@ -24,7 +24,7 @@ from torch import nn
 from gpunet._io import atomic_write_bytes
 from gpunet.classify import load_model
 from gpunet.data import ImageFolder, collate
-from gpunet.device import autocast, resolve_device
+from gpunet.device import autocast, resolve_device, synchronize
 from gpunet.errors import SettingError
 from gpunet.metrics import correct_topk
 from gpunet.transforms import eval_transform, preprocess_config
@@ -64,6 +64,18 @@ class ValidationResult:
         return d
 
 
+@dataclass
+class _Tally:
+    """Running sums of one validation pass."""
+
+    count: int = 0
+    correct1: int = 0
+    correct5: int = 0
+    loss_sum: float = 0.0
+    failed: list[str] = field(default_factory=list)
+    seconds: float = 0.0
+
+
 def validate(model: str | os.PathLike[str] | nn.Module, data_dir: str | os.PathLike[str], *,
              weights: str | os.PathLike[str] | None = None, pretrained: bool = False, img_size: int | None = None,
              crop_pct: float | None = None, batch_size: int = 64, workers: int = 2, amp: bool = False,
@@ -75,24 +87,24 @@ def validate(model: str | os.PathLike[str] | nn.Module, data_dir: str | os.PathL
     ImageNet synset folders (`n01440764`, ...) map to the 1000 ImageNet classes; other
     folder names are sorted and numbered, and the checkpoint must have that many classes.
     `limit` evaluates N images spread evenly over the dataset. `model` may be an exported file
-    (.onnx, OpenVINO .xml; see `gpunet.runtime`), run by `runtime`.
+    (.onnx, OpenVINO .xml; see `gpunet.deploy.runtime`), run by `runtime`.
     """
-    from gpunet.runtime import ExportedModel, check_options
+    from gpunet.deploy.runtime import check_options
 
     dev = resolve_device(device)
     # the dataset first: a wrong folder fails fast, before a large checkpoint is read
     dataset = ImageFolder(data_dir, limit=limit)
-    num_classes = None if dataset.imagenet else dataset.num_classes
     if isinstance(model, nn.Module):
         net = model.eval()
     else:
-        net = load_model(model, weights=weights, pretrained=pretrained, num_classes=num_classes,
+        net = load_model(model, weights=weights, pretrained=pretrained,
+                         num_classes=None if dataset.imagenet else dataset.num_classes,
                          random_weights=random_weights, progress=bool(sys.stderr.isatty()), runtime=runtime)
     check_options(net, img_size=img_size, amp=amp)
     model_classes = int(getattr(net, "num_classes", 0) or 0)
     if dataset.imagenet and model_classes != 1000:
-        raise SettingError(f"{dataset.root}: the class folders are ImageNet synsets, but the model has {model_classes} "
-                         "classes (1000 needed)")
+        raise SettingError(f"{dataset.root}: the class folders are ImageNet synsets, but the model has "
+                           f"{model_classes} classes (1000 needed)")
     cfg = preprocess_config(net)
     size = img_size or int(cfg["input_size"][-1])
     pct = crop_pct or float(cfg["crop_pct"])
@@ -100,65 +112,78 @@ def validate(model: str | os.PathLike[str] | nn.Module, data_dir: str | os.PathL
     net.to(dev)
     if channels_last:
         net.to(memory_format=torch.channels_last)
+    tally = _evaluate(net, dataset, dev, batch_size=batch_size, workers=workers, amp=amp,
+                      channels_last=channels_last, progress=progress)
+    name = (getattr(net, "pretrained_cfg", None) or {}).get("name") or (
+        os.fspath(model) if not isinstance(model, nn.Module) else "custom")
+    count = tally.count
+    return ValidationResult(
+        model=str(name), top1=100.0 * tally.correct1 / count, top5=100.0 * tally.correct5 / count,
+        loss=tally.loss_sum / count, count=count,
+        images_per_s=count / tally.seconds if tally.seconds > 0 else float("inf"), img_size=size, crop_pct=pct,
+        interpolation=str(cfg["interpolation"]), num_classes=model_classes, data_dir=dataset.root,
+        weights=_weights_description(model, net, weights, pretrained, random_weights), batch_size=batch_size,
+        device=str(dev), amp=amp, channels_last=channels_last, imagenet_classes=dataset.imagenet,
+        failed=tally.failed, time=time.strftime("%Y-%m-%dT%H:%M:%S"))
+
+
+def _evaluate(net: nn.Module, dataset: ImageFolder, dev: torch.device, *, batch_size: int, workers: int, amp: bool,
+              channels_last: bool, progress: bool | None) -> _Tally:
+    """One pass over `dataset`: top-1/top-5 hits, summed loss, unreadable files, wall time."""
+    from tqdm.auto import tqdm
 
     loader = torch.utils.data.DataLoader(dataset, batch_size=batch_size, shuffle=False, num_workers=workers,
                                          collate_fn=collate, pin_memory=dev.type == "cuda",
                                          persistent_workers=False)
-    from tqdm.auto import tqdm
-
-    n_batches = len(loader)
-    disable = True if (progress is False or n_batches <= 1) else (None if progress is None else False)
-    count = correct1 = correct5 = 0
-    loss_sum = 0.0
-    failed: list[str] = []
+    disable = True if (progress is False or len(loader) <= 1) else (None if progress is None else False)
+    tally = _Tally()
     start = time.perf_counter()
     with torch.no_grad(), tqdm(total=len(dataset), unit="img", desc="validate", disable=disable,
                                file=sys.stderr, leave=False) as bar:
         for batch in loader:
-            for index, message in batch["errors"]:
-                failed.append(f"{dataset.samples[index][0]}: {message}")
-            x = batch["input"]
-            if x is not None:
-                x = x.to(dev, non_blocking=True)
-                if channels_last:
-                    x = x.contiguous(memory_format=torch.channels_last)
-                target = batch["target"].to(dev)
-                with autocast(dev, amp):
-                    logits = net(x)
-                logits = logits.float()
-                loss_sum += float(F.cross_entropy(logits, target, reduction="sum"))
-                c1, c5 = correct_topk(logits, target, (1, 5))
-                correct1 += c1
-                correct5 += c5
-                count += int(target.numel())
+            tally.failed += [f"{dataset.samples[index][0]}: {message}" for index, message in batch["errors"]]
+            if batch["input"] is not None:
+                _score(net, batch, dev, amp, channels_last, tally)
                 if not bar.disable:
-                    bar.set_postfix(top1=f"{100.0 * correct1 / count:.2f}", refresh=False)
+                    bar.set_postfix(top1=f"{100.0 * tally.correct1 / tally.count:.2f}", refresh=False)
             bar.update(len(batch["index"]) + len(batch["errors"]))
-    if dev.type == "cuda":
-        torch.cuda.synchronize(dev)
-    elapsed = time.perf_counter() - start
-    if count == 0:
+    synchronize(dev)
+    tally.seconds = time.perf_counter() - start
+    if tally.count == 0:
         raise SettingError(f"{dataset.root}: none of the {len(dataset)} images could be read: "
-                         + "; ".join(failed[:3]))
-    name = (getattr(net, "pretrained_cfg", None) or {}).get("name") or (
-        os.fspath(model) if not isinstance(model, nn.Module) else "custom")
-    if isinstance(net, ExportedModel):
-        weights_desc = net.describe()
-    elif pretrained and weights is None:
+                           + "; ".join(tally.failed[:3]))
+    return tally
+
+
+def _score(net: nn.Module, batch: dict[str, Any], dev: torch.device, amp: bool, channels_last: bool,
+           tally: _Tally) -> None:
+    """Add one batch's hits and loss to `tally`."""
+    x = batch["input"].to(dev, non_blocking=True)
+    if channels_last:
+        x = x.contiguous(memory_format=torch.channels_last)
+    target = batch["target"].to(dev)
+    with autocast(dev, amp):
+        logits = net(x).float()
+    tally.loss_sum += float(F.cross_entropy(logits, target, reduction="sum"))
+    c1, c5 = correct_topk(logits, target, (1, 5))
+    tally.correct1 += c1
+    tally.correct5 += c5
+    tally.count += int(target.numel())
+
+
+def _weights_description(model: Any, net: nn.Module, weights: Any, pretrained: bool, random_weights: bool) -> str:
+    """Where the evaluated weights came from, for the report."""
+    describe = getattr(net, "describe", None)  # an exported file says which runtime ran it
+    if callable(describe):
+        return str(describe())
+    if pretrained and weights is None:
         mirror = os.environ.get("GPUNET_NGC_MIRROR")
-        weights_desc = f"pretrained, NGC mirror {mirror}" if mirror else "pretrained, NGC"
-    elif weights is not None:
-        weights_desc = os.fspath(weights)
-    elif isinstance(model, (str, os.PathLike)) and os.fspath(model).endswith(".safetensors"):
-        weights_desc = os.fspath(model)
-    else:
-        weights_desc = "random" if random_weights else "in-memory model"
-    return ValidationResult(
-        model=str(name), top1=100.0 * correct1 / count, top5=100.0 * correct5 / count, loss=loss_sum / count,
-        count=count, images_per_s=count / elapsed if elapsed > 0 else float("inf"), img_size=size, crop_pct=pct,
-        interpolation=str(cfg["interpolation"]), num_classes=model_classes, data_dir=dataset.root,
-        weights=weights_desc, batch_size=batch_size, device=str(dev), amp=amp, channels_last=channels_last,
-        imagenet_classes=dataset.imagenet, failed=failed, time=time.strftime("%Y-%m-%dT%H:%M:%S"))
+        return f"pretrained, NGC mirror {mirror}" if mirror else "pretrained, NGC"
+    if weights is not None:
+        return os.fspath(weights)
+    if isinstance(model, (str, os.PathLike)) and os.fspath(model).endswith(".safetensors"):
+        return os.fspath(model)
+    return "random" if random_weights else "in-memory model"
 
 
 def append_results(path: str | os.PathLike[str], result: ValidationResult | dict[str, Any]) -> None:

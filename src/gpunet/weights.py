@@ -4,8 +4,8 @@ Readable forms: the NGC zip, a timm training checkpoint (`.pth.tar`, EMA weights
 exactly as NVIDIA's `load_checkpoint(use_ema=True)`), a bare state dict (NVIDIA's
 P0/P1 files), our `.safetensors` (architecture JSON in its metadata), and http(s)/file
 URLs of any of these. Pickles are read with `torch.load(weights_only=True)`; the only
-extra class allowed is `argparse.Namespace` (the `args` entry of NVIDIA's files), so a
-checkpoint cannot run code.
+extra class allowed is `argparse.Namespace` (the `args` entry of NVIDIA's files), read as a
+plain `PickledNamespace`, so a checkpoint cannot run code.
 
 NVIDIA's module names (`network.stage: 4 layer10.conv_pw`) are derived from the
 architecture, per block kind, and mapped to ours (`stages.3.0.pw.conv`).
@@ -13,12 +13,12 @@ architecture, per block kind, and mapped to ours (`stages.3.0.pw.conv`).
 
 from __future__ import annotations
 
-import argparse
 import io
 import json
 import logging
 import os
 import pickle
+import types
 import zipfile
 import zlib
 from collections import OrderedDict
@@ -202,9 +202,13 @@ def _read_ngc_zip(path: str) -> tuple[OrderedDict[str, torch.Tensor], dict[str, 
     return _extract_state_dict(_torch_load(io.BytesIO(data), member), member), {}
 
 
+class PickledNamespace(types.SimpleNamespace):
+    """Stands in for the `argparse.Namespace` NVIDIA's checkpoints pickle as `args` (its fields, no argparse)."""
+
+
 def _torch_load(f: str | io.BytesIO, name: str) -> Any:
     try:
-        with torch.serialization.safe_globals([argparse.Namespace]):
+        with torch.serialization.safe_globals([(PickledNamespace, "argparse.Namespace")]):
             return torch.load(f, map_location="cpu", weights_only=True)
     except pickle.UnpicklingError as exc:
         # torch prefixes every weights-only failure with the same text; only a refused GLOBAL

@@ -15,9 +15,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-
-class TeacherError(ValueError):
-    """A teacher that cannot be built or has no usable weights."""
+from gpunet.errors import TeacherError
 
 
 def is_gpunet_teacher(name: str) -> bool:

@@ -23,6 +23,7 @@ from dataclasses import asdict, dataclass, fields
 from typing import Any
 
 from gpunet._names import did_you_mean
+from gpunet.errors import RecipeError
 
 NVIDIA_GPUS = 8  # NVIDIA's runs: 8 GPUs, `--batch-size` per GPU
 
@@ -58,9 +59,6 @@ DEFAULTS: dict[str, Any] = {
     "print_config": False, "debug_step_delay": 0.0,
 }
 
-
-class RecipeError(ValueError):
-    """An unknown recipe or an invalid configuration value."""
 
 
 @dataclass(frozen=True)

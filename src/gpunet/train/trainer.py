@@ -51,6 +51,7 @@ from gpunet.distributed import (
     convert_cpu_sync_batchnorm,
     init_distributed,
 )
+from gpunet.errors import TrainError
 from gpunet.recipes import DEFAULTS, RECIPES, RecipeError, resolve_config, scaled_lr
 
 log = logging.getLogger("gpunet.train")
@@ -59,9 +60,6 @@ CHECKPOINT_VERSION = 2  # timm's CheckpointSaver version (epoch = last completed
 EXIT_OK, EXIT_USAGE = 0, 2
 LAST, BEST, RECOVERY = "last.pth.tar", "model_best.pth.tar", "recovery.pth.tar"
 
-
-class TrainError(RuntimeError):
-    """A configuration or data problem, reported as one message."""
 
 
 class TrainingInterrupted(Exception):

@@ -16,10 +16,7 @@ import torch.distributed as dist
 from torch import nn
 from torch.utils.data import Dataset, DistributedSampler, Sampler
 
-
-class DistributedError(RuntimeError):
-    """The requested device or process group cannot be set up."""
-
+from gpunet.errors import DistributedError
 
 
 @dataclass
