@@ -10,7 +10,7 @@ import torch
 from torch import nn
 
 import gpunet
-from gpunet.blocks import ConvBnAct
+from gpunet.blocks import ConvBnAct, is_fused
 from gpunet.deploy import capture_cuda_graph, fuse, optimize_for_inference
 from gpunet.weights import WeightsError, save_safetensors_checkpoint
 
@@ -53,7 +53,7 @@ def test_fused_equals_unfused(name: str) -> None:
     with torch.inference_mode():
         ref = model(x)
         fused = copy.deepcopy(model).fuse()
-        assert fused is not model and getattr(fused, "is_fused", False)
+        assert fused is not model and is_fused(fused) and not is_fused(model)
         assert not any(isinstance(m, nn.BatchNorm2d) for m in fused.modules())
         assert all(m.conv.bias is not None for m in fused.modules() if isinstance(m, ConvBnAct))
         _close(fused(x), ref)
@@ -92,7 +92,7 @@ def test_features_only_fuses() -> None:
     for a, b in zip(got, ref, strict=True):
         assert a.shape == b.shape
         _close(a, b)
-    assert copy.deepcopy(model).fuse().is_fused
+    assert is_fused(copy.deepcopy(model).fuse())
 
 
 def test_fused_model_refuses_to_be_saved(tmp_path) -> None:
@@ -173,3 +173,19 @@ def test_micro_batch_gives_the_same_outputs() -> None:
     assert [f.shape for f in fmb] == [f.shape for f in fref]
     with pytest.raises(ValueError):
         optimize_for_inference(gpunet.create_model("gpunet_0"), micro_batch=0)
+
+
+def test_fuse_marks_nothing_but_the_modules() -> None:
+    """Deploy mode is read from the modules (`gpunet.blocks.is_fused`), not from an attribute fuse sets."""
+    model = gpunet.create_model("gpunet_0")
+    assert not is_fused(model)
+    fuse(model)
+    assert is_fused(model) and "is_fused" not in vars(model)
+
+
+def test_old_deploy_names_are_the_package_functions() -> None:
+    """`gpunet.deploy` became a package: `gpunet.deploy.fuse` is still the function (no submodule named so)."""
+    import gpunet.deploy as deploy
+    from gpunet.deploy.optimize import fuse as fuse_impl
+
+    assert deploy.fuse is fuse_impl is gpunet.fuse and callable(deploy.optimize_for_inference)

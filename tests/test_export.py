@@ -1,4 +1,4 @@
-"""`gpunet.export`: ONNX (checked in real ONNX Runtime), TorchScript, a Triton repository, the TensorRT error.
+"""`gpunet.deploy` exporters: ONNX (checked in real ONNX Runtime), TorchScript, a Triton repository, the TensorRT error.
 
 Random weights throughout: what is tested is that the exported file computes what PyTorch computes.
 """
@@ -19,29 +19,26 @@ import pytest
 import torch
 
 import gpunet
+from gpunet.blocks import is_fused
 from gpunet.classify import RandomWeightsError
-from gpunet.export import (
-    INPUT_NAME,
+from gpunet.cli import export as cli_export
+from gpunet.deploy.common import INPUT_NAME, OUTPUT_NAME, ExportReport
+from gpunet.deploy.metadata import (
     META_ARCHITECTURE,
     META_LABELS,
     META_MODEL,
     META_PRECISION,
     META_PREPROCESS,
     META_VERSION,
-    OUTPUT_NAME,
-    ExportError,
-    ExportReport,
-    add_export_arguments,
-    export_onnx,
-    export_tensorrt,
-    export_torchscript,
-    export_triton,
-    export_triton_report,
-    onnx_session,
     read_metadata,
-    run_export,
-    tensorrt_available,
 )
+from gpunet.deploy.onnx import export_onnx, onnx_session
+from gpunet.deploy.tensorrt import engine_runner, export_tensorrt, tensorrt_available
+from gpunet.deploy.torchscript import export_torchscript
+from gpunet.deploy.triton import export_triton, export_triton_report
+from gpunet.errors import ExportError
+
+run_export = cli_export.run
 
 pytestmark = pytest.mark.usefixtures("single_thread_torch")
 
@@ -98,7 +95,7 @@ def test_export_does_not_touch_the_callers_model(tmp_path) -> None:
     before = {k: v.clone() for k, v in model.state_dict().items()}
     bn_before = sum(isinstance(m, torch.nn.BatchNorm2d) for m in model.modules())
     export_onnx(model, tmp_path / "d1.onnx", img_size=IMG, check=False)
-    assert model.training and not getattr(model, "is_fused", False)
+    assert model.training and not is_fused(model)
     assert sum(isinstance(m, torch.nn.BatchNorm2d) for m in model.modules()) == bn_before > 0
     after = model.state_dict()
     assert before.keys() == after.keys() and all(torch.equal(before[k], after[k]) for k in before)
@@ -372,14 +369,16 @@ def test_tensorrt_without_tensorrt_says_what_to_install(gpunet0, tmp_path) -> No
     assert "pip install tensorrt" in message and "NVIDIA GPU" in message and "CUDA" in message
     assert "--format onnx" in message and "triton" in message
     assert not (tmp_path / "model.plan").exists()
+    with pytest.raises(ExportError, match="pip install tensorrt"):  # and nothing to run an engine with
+        engine_runner(tmp_path / "model.plan", (1, 3, IMG, IMG))
 
 
 # ---------------------------------------------------------------------------- CLI functions
 
 def _parse(argv: list[str]) -> argparse.Namespace:
-    parser = argparse.ArgumentParser(prog="gpunet export")
-    add_export_arguments(parser)
-    return parser.parse_args(argv)
+    parser = argparse.ArgumentParser(prog="gpunet")
+    cli_export.register(parser.add_subparsers())
+    return parser.parse_args(["export", *argv])
 
 
 def test_cli_onnx_export(tmp_path, capsys) -> None:
@@ -415,3 +414,81 @@ def test_cli_errors(tmp_path) -> None:
     with pytest.raises(SystemExit):
         _parse(["gpunet_0", "--format", "coreml", "-o", "x"])
     assert not list(tmp_path.iterdir())
+
+
+# ---------------------------------------------------------------------------- trace_onnx, the one ONNX export
+
+def test_trace_onnx_of_a_single_layer(tmp_path) -> None:
+    """The search's per-layer latency model exports blocks that are not classifiers: 4-D in, 4-D out."""
+    from gpunet.builder import build_layer
+    from gpunet.deploy.onnx import trace_onnx
+    from gpunet.deploy.runtime import open_runner
+
+    torch.manual_seed(0)
+    arch = gpunet.get_architecture("gpunet_0")
+    layer = build_layer(arch, 2).eval()
+    x = torch.randn(3, arch.layers[2].in_channels, 16, 16)
+    for dynamic in (True, False):
+        proto = trace_onnx(layer, tuple(x.shape), dynamic_batch=dynamic)
+        assert [i.name for i in proto.graph.input] == [INPUT_NAME] and proto.graph.output[0].name == OUTPUT_NAME
+        assert _dims(proto.graph.input[0])[0] == ("batch" if dynamic else 3)
+        path = tmp_path / f"layer_{dynamic}.onnx"
+        path.write_bytes(proto.SerializeToString())
+        runner = open_runner(path, "onnxruntime", threads=1)
+        assert runner.fixed_batch == (None if dynamic else 3) and runner.input_dtype == np.float32
+        with torch.no_grad():
+            expected = layer(x).numpy()
+        np.testing.assert_allclose(runner(x.numpy()), expected, rtol=0, atol=1e-4 * np.abs(expected).max())
+    assert layer.training is False and next(layer.parameters()).dtype == torch.float32  # the caller's module
+
+
+def test_trace_onnx_fp16_keeps_float32_io(tmp_path) -> None:
+    from gpunet.deploy.onnx import trace_onnx
+
+    conv = torch.nn.Conv2d(3, 4, 3, padding=1)
+    proto = trace_onnx(conv, (1, 3, 8, 8), fp16=True, exporter="legacy", opset=17)
+    assert proto.graph.input[0].type.tensor_type.elem_type == onnx.TensorProto.FLOAT
+    assert proto.graph.output[0].type.tensor_type.elem_type == onnx.TensorProto.FLOAT
+    assert any(i.data_type == onnx.TensorProto.FLOAT16 for i in proto.graph.initializer)
+    assert conv.weight.dtype == torch.float32  # traced on a copy
+    with pytest.raises(ExportError, match="exporter must be"):
+        trace_onnx(conv, (1, 3, 8, 8), exporter="magic")
+
+
+# ---------------------------------------------------------------------------- old import paths
+
+def test_old_export_path_still_resolves_with_a_deprecation_warning() -> None:
+    import gpunet.export as old
+
+    with pytest.deprecated_call(match=r"gpunet\.export\.export_onnx moved to gpunet\.deploy\.onnx"):
+        assert old.export_onnx is export_onnx
+    with pytest.deprecated_call():
+        assert old.META_LABELS == META_LABELS and old.ExportError is ExportError
+    with pytest.deprecated_call():
+        assert old.export_triton_report is export_triton_report
+    with pytest.raises(AttributeError):
+        old.run_export  # noqa: B018  (the command line is gpunet.cli.export now)
+
+
+def test_cli_constants_agree_with_the_library() -> None:
+    """The CLI spells a few defaults out (so `gpunet --help` imports no torch); they must be the library's."""
+    from gpunet.deploy.common import MIN_IMG_SIZE
+    from gpunet.deploy.onnx import DEFAULT_OPSET
+
+    assert cli_export.DEFAULT_OPSET == DEFAULT_OPSET and cli_export.MIN_IMG_SIZE == MIN_IMG_SIZE
+
+
+def test_the_deploy_package_needs_no_command_line() -> None:
+    """No argparse and no classify/evaluate/cli in gpunet.deploy (the old classify -> runtime -> export cycle)."""
+    import ast
+
+    library_above = ("gpunet.classify", "gpunet.evaluate", "gpunet.cli")
+    for path in (Path(gpunet.__file__).parent / "deploy").glob("*.py"):
+        for node in ast.walk(ast.parse(path.read_text())):  # module- and function-level imports alike
+            if isinstance(node, ast.Import):
+                names = [a.name for a in node.names]
+            elif isinstance(node, ast.ImportFrom):
+                names = [node.module or ""]
+            else:
+                continue
+            assert not [n for n in names if n == "argparse" or n.startswith(library_above)], (path, names)

@@ -16,19 +16,14 @@ import pytest
 import torch
 
 import gpunet
-from gpunet.export import (
-    META_PRECISION,
-    META_PREPROCESS,
-    ExportError,
-    _StackT,
-    add_export_arguments,
-    export_onnx,
-    export_openvino,
-    openvino_available,
-    openvino_model,
-    read_metadata,
-    run_export,
-)
+from gpunet.cli import export as cli_export
+from gpunet.deploy.metadata import META_PRECISION, META_PREPROCESS, read_metadata
+from gpunet.deploy.onnx import export_onnx
+from gpunet.deploy.openvino import SignalStack, export_openvino, openvino_model
+from gpunet.deploy.packages import openvino_available
+from gpunet.errors import ExportError
+
+run_export = cli_export.run
 
 pytestmark = pytest.mark.usefixtures("single_thread_torch")
 needs_openvino = pytest.mark.skipif(not openvino_available(), reason="openvino is not installed")
@@ -128,9 +123,9 @@ def test_static_batch_precision_and_errors_of_openvino_model(gpunet0, tmp_path) 
 
 
 def _parse(argv: list[str]) -> argparse.Namespace:
-    parser = argparse.ArgumentParser(prog="gpunet export")
-    add_export_arguments(parser)
-    return parser.parse_args(argv)
+    parser = argparse.ArgumentParser(prog="gpunet")
+    cli_export.register(parser.add_subparsers())
+    return parser.parse_args(["export", *argv])
 
 
 @needs_openvino
@@ -151,19 +146,21 @@ def test_without_openvino_the_error_says_what_to_install(gpunet0, tmp_path, monk
         run_export(_parse(["gpunet_0", "--format", "openvino", "-o", str(tmp_path / "m.xml")]))
     assert not openvino_available()
     assert list(tmp_path.iterdir()) == []
+    with pytest.raises(ImportError, match=r"gpunet\[openvino\]"):  # also an ImportError (MissingDependencyError)
+        openvino_model(tmp_path / "m.xml")
 
 
 # ---------------------------------------------------------------------------- signal stack (a crash, fixed)
 
 def _signal_stack() -> tuple[int, int, int]:
-    s = _StackT()
+    s = SignalStack()
     assert ctypes.CDLL(None).sigaltstack(None, ctypes.byref(s)) == 0
     return (s.ss_sp or 0, s.ss_flags, s.ss_size)
 
 
 REPRO = """
 import signal, subprocess, sys
-from gpunet.quantize import compare_int8
+from gpunet.deploy.quantize import compare_int8
 signal.signal(signal.SIGCHLD, lambda signum, frame: None)  # as torch's DataLoader with workers does
 compare_int8(sys.argv[1], sys.argv[1], sys.argv[2], threads=1, runs=2, warmup=1, runtime="openvino")
 for _ in range(3):

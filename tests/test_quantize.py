@@ -1,4 +1,4 @@
-"""`gpunet.quantize`: INT8 QDQ models calibrated on a generated image folder, run in real ONNX Runtime.
+"""`gpunet.deploy.quantize`: INT8 QDQ models calibrated on a generated image folder, run in real ONNX Runtime.
 
 Random weights and generated colored-noise images: the top-1 numbers mean nothing; the tests check
 that the pipeline runs and reports numbers, not what the numbers are.
@@ -19,28 +19,22 @@ import torch
 from PIL import Image
 
 import gpunet
-from gpunet.export import (
-    INPUT_NAME,
-    META_LABELS,
-    META_PRECISION,
-    META_PREPROCESS,
-    export_onnx,
-    onnx_session,
-    read_metadata,
-)
-from gpunet.quantize import (
-    META_QUANTIZATION,
+from gpunet.cli import quantize as cli_quantize
+from gpunet.deploy.common import INPUT_NAME
+from gpunet.deploy.metadata import META_LABELS, META_PRECISION, META_PREPROCESS, META_QUANTIZATION, read_metadata
+from gpunet.deploy.onnx import export_onnx, onnx_session
+from gpunet.deploy.quantize import (
     ImageCalibrationReader,
-    QuantizeError,
     QuantReport,
-    add_quantize_arguments,
     calibration_images,
     compare_int8,
     format_report,
     onnx_preprocess,
     quantize_onnx,
-    run_quantize,
 )
+from gpunet.errors import QuantizeError
+
+run_quantize = cli_quantize.run
 
 pytestmark = pytest.mark.usefixtures("single_thread_torch")
 
@@ -95,7 +89,7 @@ def test_int8_model_is_valid_qdq(fp32_onnx, int8_onnx) -> None:
     weight_dq = [n for n in proto.graph.node if n.op_type == "DequantizeLinear" and n.input[0] in inits
                  and inits[n.input[0]].data_type == onnx.TensorProto.INT8 and len(inits[n.input[0]].dims) == 4]
     assert weight_dq and all(len(inits[n.input[1]].dims) == 1 and inits[n.input[1]].dims[0] > 1 for n in weight_dq)
-    # activations are uint8 (see the module docstring of gpunet.quantize for why)
+    # activations are uint8 (see the module docstring of gpunet.deploy.quantize for why)
     act_q = [n for n in proto.graph.node if n.op_type == "QuantizeLinear" and n.input[2] in inits]
     assert act_q and all(inits[n.input[2]].data_type == onnx.TensorProto.UINT8 for n in act_q)
     assert int8_onnx.stat().st_size < 0.4 * fp32_onnx.stat().st_size
@@ -202,9 +196,9 @@ def test_fixed_batch_model_quantizes_and_compares(data, tmp_path) -> None:
 # ---------------------------------------------------------------------------- CLI functions
 
 def _parse(argv: list[str]) -> argparse.Namespace:
-    parser = argparse.ArgumentParser(prog="gpunet quantize")
-    add_quantize_arguments(parser)
-    return parser.parse_args(argv)
+    parser = argparse.ArgumentParser(prog="gpunet")
+    cli_quantize.register(parser.add_subparsers())
+    return parser.parse_args(["quantize", *argv])
 
 
 def test_cli_quantize_an_onnx_file_with_val(fp32_onnx, data, tmp_path, capsys) -> None:
@@ -241,3 +235,23 @@ def test_cli_quantize_errors(fp32_onnx, data, tmp_path) -> None:
                              str(tmp_path / "x")]))
     with pytest.raises(SystemExit):
         _parse([str(fp32_onnx), "-o", "x"])  # --calibration is required
+
+
+def test_old_quantize_path_still_resolves_with_a_deprecation_warning() -> None:
+    import gpunet.quantize as old
+
+    with pytest.deprecated_call(match=r"gpunet\.quantize\.quantize_onnx moved to gpunet\.deploy\.quantize"):
+        assert old.quantize_onnx is quantize_onnx
+    with pytest.deprecated_call():
+        assert old.META_QUANTIZATION == META_QUANTIZATION and old.QuantizeError is QuantizeError
+
+
+def test_cli_choices_agree_with_the_library() -> None:
+    """The CLI spells its choices out (so `gpunet --help` imports no torch); they must be the library's."""
+    from gpunet.deploy import quantize
+    from gpunet.deploy.runtime import RUNTIMES
+
+    assert cli_quantize.DEFAULT_NUM_IMAGES == quantize.DEFAULT_NUM_IMAGES
+    assert cli_quantize.ACTIVATION_TYPES == quantize.ACTIVATION_TYPES
+    assert cli_quantize.CALIBRATE_METHODS == quantize.CALIBRATE_METHODS
+    assert cli_quantize.RUNTIMES == tuple(RUNTIMES)

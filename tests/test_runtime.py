@@ -8,14 +8,19 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+import numpy as np
 import onnx
 import pytest
 import torch
 from _helpers import make_image_folder, run_cli
 
 import gpunet
-from gpunet.export import META_LABELS, ExportError, export_onnx, export_openvino, openvino_available, set_metadata
-from gpunet.runtime import ExportedModel, is_exported
+from gpunet.deploy.metadata import META_LABELS, set_metadata
+from gpunet.deploy.onnx import export_onnx
+from gpunet.deploy.openvino import export_openvino
+from gpunet.deploy.packages import openvino_available
+from gpunet.deploy.runtime import ExportedModel, is_exported
+from gpunet.errors import ExportError, SettingError
 from gpunet.weights import WeightsError
 
 pytestmark = pytest.mark.usefixtures("single_thread_torch")
@@ -125,3 +130,64 @@ def test_cli_predict_and_validate_run_the_exported_file(files) -> None:
     r = run_cli(["predict", files["val"] / "ant", "--model", files["onnx"], "--pretrained"])
     assert r.returncode == 2 and "gpunet: error:" in r.stderr and "its own weights" in r.stderr
     assert "Traceback" not in r.stderr
+
+
+# ---------------------------------------------------------------------------- open_runner, the one runner registry
+
+def test_open_runner_onnxruntime(files, tmp_path) -> None:
+    from onnxruntime.transformers.float16 import convert_float_to_float16
+
+    from gpunet.deploy.runtime import RuntimeUnavailableError, open_runner
+
+    x = torch.randn(2, 3, IMG, IMG)
+    with torch.no_grad():
+        expected = _model(files)(x).numpy()
+    runner = open_runner(files["fixed"], threads=1)
+    assert runner.fixed_batch == 2 and runner.input_dtype is np.float32
+    assert runner.description == "ONNX Runtime, CPUExecutionProvider"
+    assert np.abs(runner(x.numpy()) - expected).max() <= 1e-4 * np.abs(expected).max()
+    # an fp16 file with float16 inputs (as the search's latency model may write): the runner casts
+    fp16 = tmp_path / "io16.onnx"
+    onnx.save(convert_float_to_float16(onnx.load(str(files["onnx"]))), str(fp16))
+    half = open_runner(fp16, "onnxruntime", threads=1)
+    assert half.input_dtype is np.float16 and half.fixed_batch is None
+    assert np.abs(half(x.numpy()).astype(np.float32) - expected).max() <= 5e-2 * np.abs(expected).max()
+    import onnxruntime as ort
+
+    if not torch.cuda.is_available():
+        with pytest.raises(SettingError, match="no CUDA GPU"):
+            open_runner(files["onnx"], "onnxruntime", device="cuda")
+    elif "CUDAExecutionProvider" not in ort.get_available_providers():
+        with pytest.raises(RuntimeUnavailableError, match="CUDAExecutionProvider is not available"):
+            open_runner(files["onnx"], "onnxruntime", device="cuda")
+    with pytest.raises(ExportError, match="runtime must be one of"):
+        open_runner(files["onnx"], "tvm")
+
+
+@needs_openvino
+def test_open_runner_openvino_static_batch_and_precision(files) -> None:
+    from gpunet.deploy.runtime import RuntimeUnavailableError, open_runner
+
+    x = torch.randn(3, 3, IMG, IMG)
+    with torch.no_grad():
+        expected = _model(files)(x).numpy()
+    runner = open_runner(files["xml"], threads=1, batch=3)
+    assert runner.fixed_batch == 3 and "f32 inference precision" in runner.description
+    first = runner(x.numpy())
+    assert np.abs(first - expected).max() <= 1e-4 * np.abs(expected).max()
+    runner(np.zeros((3, 3, IMG, IMG), np.float32))  # the reused request does not overwrite earlier results
+    assert np.array_equal(first, runner(x.numpy()))
+    assert open_runner(files["onnx"], "openvino", threads=1).fixed_batch is None
+    with pytest.raises(RuntimeUnavailableError if torch.cuda.is_available() else SettingError, match="CPU|CUDA"):
+        open_runner(files["xml"], device="cuda")
+    with pytest.raises(ExportError, match="precision must be one of"):
+        open_runner(files["xml"], precision="int4")
+
+
+def test_old_runtime_path_still_resolves_with_a_deprecation_warning() -> None:
+    import gpunet.runtime as old
+
+    with pytest.deprecated_call(match=r"gpunet\.runtime\.ExportedModel moved to gpunet\.deploy\.runtime"):
+        assert old.ExportedModel is ExportedModel
+    with pytest.deprecated_call():
+        assert old.is_exported is is_exported

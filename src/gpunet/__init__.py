@@ -6,6 +6,7 @@
 """
 
 from gpunet import timm_registry as _timm_registry  # noqa: F401  (registers gpunet_* with timm)
+from gpunet._version import __version__
 from gpunet.arch import Architecture, ArchitectureError, from_table, load_json, loads_json, read_json
 from gpunet.classify import Classifier, Prediction, TopK
 from gpunet.conversion import convert
@@ -25,9 +26,8 @@ from gpunet.zoo import (
     load_weights,
 )
 
-__version__ = "0.1.0"
-
 __all__ = [
+    "__version__",
     "Architecture", "ArchitectureError", "DownloadError", "GPUNet", "GPUNetFeatures", "PretrainedConfig",
     "GPUNetError", "WeightsError", "convert", "create_model", "eval_transform", "from_table", "get_architecture",
     "get_pretrained_config", "list_models", "load_json", "load_weights", "loads_json", "read_json", "to_rgb",

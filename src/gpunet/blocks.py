@@ -136,7 +136,7 @@ class Tail(nn.Module):
     checkpoint names) and runs them through the same function.
     """
 
-    def __init__(self, head: nn.Module, head_proj: nn.Module | None, classifier: nn.Module) -> None:
+    def __init__(self, head: ConvBnAct, head_proj: nn.Conv2d | None, classifier: nn.Module) -> None:
         super().__init__()
         self.head = head
         self.head_proj = head_proj

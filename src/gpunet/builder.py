@@ -12,7 +12,7 @@ from dataclasses import dataclass
 
 from torch import nn
 
-from gpunet.arch import Architecture, ConvSpec, FusedIRBSpec, HeadSpec, IRBSpec, LayerSpec, TailSpec
+from gpunet.arch import Architecture, BlockSpec, ConvSpec, FusedIRBSpec, HeadSpec, IRBSpec, LayerSpec, TailSpec
 from gpunet.blocks import ConvBnAct, FusedInvertedResidual, InvertedResidual, Tail
 
 EPS_NON_DISTILLED = 1e-3
@@ -96,7 +96,7 @@ class LayerGeometry:
     padding: int
     hidden_channels: int | None  # expanded width of IRB / Fused-IRB; the tail's pre-pool width
     se_channels: int | None  # Squeeze-Excite width, None without SE
-    act: str  # the activation the builder uses (the distilled path is ReLU whatever the JSON says)
+    act: str | None  # the activation the builder uses (the distilled path is ReLU whatever the JSON says)
     eps: float  # BatchNorm eps
 
 
@@ -104,7 +104,7 @@ def _conv_out(resolution: int, kernel: int, stride: int, padding: int) -> int:
     return (resolution + 2 * padding - kernel) // stride + 1
 
 
-def _block_geometry(spec: LayerSpec, distill: bool) -> tuple[int, int | None, int | None, str, float]:
+def _block_geometry(spec: BlockSpec, distill: bool) -> tuple[int, int | None, int | None, str | None, float]:
     """(padding, hidden, se, act, eps) of a block entry: NVIDIA's per-path rules, in one place."""
     if isinstance(spec, ConvSpec):
         k, s = spec.kernel_size, spec.stride
@@ -163,13 +163,13 @@ def build_stem(arch: Architecture) -> nn.Sequential:
     return nn.Sequential(*layers)
 
 
-def build_block(spec: LayerSpec, distill: bool, drop_path: float) -> nn.Module:
+def build_block(spec: BlockSpec, distill: bool, drop_path: float) -> nn.Module:
     """One JSON block entry -> module."""
     padding, mid, se, act, eps = _block_geometry(spec, distill)
     k, s = spec.kernel_size, spec.stride
     if isinstance(spec, ConvSpec):
         return ConvBnAct(spec.in_channels, spec.out_channels, k, stride=s, padding=padding, act=act, eps=eps)
-    assert mid is not None
+    assert mid is not None and act is not None  # validated: IRB / Fused-IRB entries always name their act
     if isinstance(spec, IRBSpec):
         return InvertedResidual(spec.in_channels, mid, spec.out_channels, k, stride=s, act=act, eps=eps,
                                 se_channels=se or 0, expand_groups=spec.groups or 1, drop_path=drop_path)

@@ -89,10 +89,10 @@ def load_model(model: str | os.PathLike[str] | nn.Module = "gpunet_d1", *,
     Without `num_classes` the class count follows the checkpoint (a 10-class checkpoint gives a
     10-class model). With `num_classes`, a checkpoint with another count is an error (never a
     silently fresh classifier). `random_weights=True` allows an untrained model (smoke tests).
-    An exported file (.onnx, OpenVINO .xml) gives a `gpunet.runtime.ExportedModel` run by
+    An exported file (.onnx, OpenVINO .xml) gives a `gpunet.deploy.runtime.ExportedModel` run by
     `runtime` (default: by file type).
     """
-    from gpunet.runtime import ExportedModel, is_exported
+    from gpunet.deploy.runtime import ExportedModel, is_exported
     from gpunet.weights import WeightsError
     from gpunet.zoo import create_model
 
@@ -140,7 +140,7 @@ class Classifier:
                  amp: bool = False, channels_last: bool = False, batch_size: int = 16, img_size: int | None = None,
                  crop_pct: float | None = None, labels: Sequence[str] | None = None, workers: int | None = None,
                  random_weights: bool = False, progress: bool = True, runtime: str | None = None) -> None:
-        from gpunet.runtime import check_options
+        from gpunet.deploy.runtime import check_options
 
         self.device = resolve_device(device)
         self.model = load_model(model, weights=weights, pretrained=pretrained, random_weights=random_weights,

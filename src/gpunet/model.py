@@ -6,11 +6,12 @@ from collections.abc import Sequence
 from typing import Any
 
 import torch
+from timm.layers import DropPath
 from timm.models import FeatureInfo as TimmFeatureInfo
 from torch import nn
 
 from gpunet.arch import Architecture
-from gpunet.blocks import pool_and_classify
+from gpunet.blocks import ConvBnAct, pool_and_classify
 from gpunet.builder import build_network
 from gpunet.errors import SettingError
 
@@ -66,9 +67,7 @@ class GPUNet(nn.Module):
         return self.forward_head(self.forward_features(x))
 
     def fuse(self) -> GPUNet:
-        """Deploy mode, in place: BatchNorm folded into the convolutions (see `gpunet.deploy.fuse`)."""
-        from gpunet.deploy import fuse
-
+        """Deploy mode, in place: BatchNorm folded into the convolutions (see `fuse`)."""
         return fuse(self)  # type: ignore[return-value]
 
 
@@ -97,9 +96,7 @@ class GPUNetFeatures(nn.Module):
         self.pretrained_cfg: dict[str, Any] = {}
 
     def fuse(self) -> GPUNetFeatures:
-        """Deploy mode, in place: BatchNorm folded into the convolutions (see `gpunet.deploy.fuse`)."""
-        from gpunet.deploy import fuse
-
+        """Deploy mode, in place: BatchNorm folded into the convolutions (see `fuse`)."""
         return fuse(self)  # type: ignore[return-value]
 
     def forward(self, x: torch.Tensor) -> list[torch.Tensor]:
@@ -122,3 +119,27 @@ def default_out_indices(feature_info: list[dict[str, Any]]) -> tuple[int, ...]:
 
 def _bad_index(i: int, n: int) -> int:
     raise SettingError(f"out_indices: stage index {i} is out of range; this model has {n} stages (0..{n - 1})")
+
+
+def fuse(model: nn.Module) -> nn.Module:
+    """Fold every BatchNorm into its convolution and drop dropout/drop-path, in place (eval mode).
+
+    Load weights before fusing: a fused model has conv biases instead of BatchNorm tensors,
+    so NVIDIA's and our checkpoint layouts no longer apply to it (`gpunet.blocks.is_fused`
+    tells, and the checkpoint writers refuse such a model).
+    """
+    model.eval()
+    for module in model.modules():
+        if isinstance(module, ConvBnAct):
+            module.fuse()
+    for name, module in list(model.named_modules()):
+        if isinstance(module, (DropPath, nn.Dropout)):
+            _set_submodule(model, name, nn.Identity())
+    if hasattr(model, "drop_rate"):
+        setattr(model, "drop_rate", 0.0)  # noqa: B010  (an attribute of GPUNet, not of nn.Module)
+    return model
+
+
+def _set_submodule(root: nn.Module, name: str, module: nn.Module) -> None:
+    parent_name, _, child = name.rpartition(".")
+    setattr(root.get_submodule(parent_name) if parent_name else root, child, module)

@@ -31,7 +31,7 @@ _ENVIRONMENT_ERRNOS = {errno.ENOENT, errno.ENOTDIR, errno.EISDIR, errno.EACCES, 
 
 
 def build_parser() -> argparse.ArgumentParser:
-    from gpunet import __version__
+    from gpunet._version import __version__
 
     parser = argparse.ArgumentParser(
         prog="gpunet", description="NVIDIA's GPUNet image classifiers: classify images, measure accuracy, "

@@ -45,11 +45,11 @@ def pretrained_desc() -> str:
     return f"pretrained, NGC mirror {mirror}" if mirror else "pretrained, NGC"
 
 
-def add_weights_arguments(p: argparse.ArgumentParser, *, pretrained_help: str | None = None,
-                          random_help: str | None = None) -> None:
+def add_weights_arguments(p: argparse.ArgumentParser, *, weights_help: str = WEIGHTS_HELP,
+                          pretrained_help: str | None = None, random_help: str | None = None) -> None:
     """--weights | --pretrained | --random-weights (mutually exclusive)."""
     w = p.add_mutually_exclusive_group()
-    w.add_argument("--weights", "-w", metavar="PATH_OR_URL", help=WEIGHTS_HELP)
+    w.add_argument("--weights", "-w", metavar="PATH_OR_URL", help=weights_help)
     w.add_argument("--pretrained", action="store_true",
                    help=pretrained_help or "NVIDIA's NGC checkpoint (downloaded once into $GPUNET_HOME; "
                                            "$GPUNET_NGC_MIRROR overrides the source)")

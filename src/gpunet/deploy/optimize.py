@@ -1,4 +1,4 @@
-"""Deploy mode: the same function, fewer operations (BatchNorm folded, no training-only modules).
+"""Inference mode of a PyTorch GPUNet: the same function, fewer operations (BatchNorm folded, no training-only modules).
 
 `optimize_for_inference(model)` is the fast path: BatchNorm folded into the convolutions,
 dropout/drop-path removed, channels_last weights (oneDNN's and cuDNN's preferred layout for
@@ -16,26 +16,8 @@ from typing import Any
 import torch
 from torch import nn
 
-from gpunet.blocks import ConvBnAct
-
-
-def fuse(model: nn.Module) -> nn.Module:
-    """Fold every BatchNorm into its convolution and drop dropout/drop-path, in place (eval mode).
-
-    Load weights before fusing: a fused model has conv biases instead of BatchNorm tensors,
-    so NVIDIA's and our checkpoint layouts no longer apply to it.
-    """
-    model.eval()
-    for module in model.modules():
-        if isinstance(module, ConvBnAct):
-            module.fuse()
-    for name, module in list(model.named_modules()):
-        if type(module).__name__ == "DropPath" or isinstance(module, nn.Dropout):
-            _set_submodule(model, name, nn.Identity())
-    if hasattr(model, "drop_rate"):
-        setattr(model, "drop_rate", 0.0)  # noqa: B010  (an attribute of GPUNet, not of nn.Module)
-    setattr(model, "is_fused", True)  # noqa: B010  (checked by the checkpoint writers)
-    return model
+from gpunet.errors import SettingError
+from gpunet.model import fuse
 
 
 def optimize_for_inference(model: nn.Module, *, channels_last: bool = True, compile: bool = False,
@@ -85,7 +67,7 @@ class MicroBatch(nn.Module):
     def __init__(self, module: nn.Module, size: int = 1) -> None:
         super().__init__()
         if size < 1:
-            raise ValueError(f"micro_batch must be >= 1, got {size}")
+            raise SettingError(f"micro_batch must be >= 1, got {size}")
         self.module = module
         self.size = size
 
@@ -108,7 +90,7 @@ def capture_cuda_graph(model: nn.Module | Callable[[torch.Tensor], torch.Tensor]
     batch-1 latency of small networks on fast GPUs.
     """
     if example.device.type != "cuda":
-        raise ValueError("capture_cuda_graph needs a CUDA input")
+        raise SettingError("capture_cuda_graph needs a CUDA input")
     static_in = example.clone()
     stream = torch.cuda.Stream(device=example.device)
     stream.wait_stream(torch.cuda.current_stream(example.device))
@@ -127,8 +109,3 @@ def capture_cuda_graph(model: nn.Module | Callable[[torch.Tensor], torch.Tensor]
         return static_out
 
     return replay
-
-
-def _set_submodule(root: nn.Module, name: str, module: nn.Module) -> None:
-    parent_name, _, child = name.rpartition(".")
-    setattr(root.get_submodule(parent_name) if parent_name else root, child, module)
