@@ -59,15 +59,14 @@ def write_digits(root: str, size: int = 32, val_fraction: float = 0.2, seed: int
 
 
 def plot_curve(summary_csv: str, path: str) -> None:
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    """Loss and top-1 per epoch from a run's summary.csv, drawn on a Figure (no pyplot, no global backend)."""
+    from matplotlib.figure import Figure
 
     with open(summary_csv, newline="") as f:
         rows = list(csv.DictReader(f))
     ep = [int(r["epoch"]) for r in rows]
-    fig, (ax1, ax2) = plt.subplots(1, 2, figsize=(10, 3.8))
+    fig = Figure(figsize=(10, 3.8))
+    ax1, ax2 = fig.subplots(1, 2)
     ax1.plot(ep, [float(r["train_loss"]) for r in rows], label="train loss")
     ax1.plot(ep, [float(r["eval_loss"]) for r in rows], label="val loss")
     ax1.set_xlabel("epoch")

@@ -18,10 +18,16 @@ import yaml
 from _train_helpers import PYTHON, TINY_A, TINY_B, env, load_ckpt, make_dataset, run_train, write_arch
 
 import gpunet
-from gpunet.distill import kd_loss
-from gpunet.recipes import RECIPES, RecipeError, resolve_config, scaled_lr
-from gpunet.train import Trainer, main, train
+from gpunet.cli import main as gpunet_main
+from gpunet.errors import RecipeError
+from gpunet.train import RECIPES, Trainer, resolve_config, scaled_lr, train
+from gpunet.train.distill import kd_loss
 from gpunet.weights import save_nvidia_checkpoint
+
+
+def main(argv: list[str]) -> int:
+    """`gpunet train ARGV...` in this process."""
+    return gpunet_main(["train", *argv])
 
 
 @pytest.fixture(scope="module")
@@ -89,6 +95,82 @@ def test_usage_errors_exit_2(work: Path, capsys: pytest.CaptureFixture[str]) -> 
     assert "no model" in capsys.readouterr().err
     assert main([str(work / "data"), "--model", str(work / "tiny_a.json"), "--teacher", "resnet18"]) == 2
     assert "--teacher-checkpoint" in capsys.readouterr().err
+
+
+def test_train_config_is_typed_frozen_and_reads_like_the_old_dict() -> None:
+    import dataclasses
+
+    from gpunet.train import TrainConfig
+
+    cfg = TrainConfig(scale=[0.5, 1.0], aa="None", data_dir=Path("/data"))
+    assert cfg.scale == (0.5, 1.0) and cfg.aa is None and cfg.data_dir == "/data"  # normalised on creation
+    assert cfg["epochs"] == cfg.epochs == 300 and dict(cfg)["opt"] == "sgd" and "lr" in cfg
+    assert cfg.to_dict()["scale"] == [0.5, 1.0]
+    with pytest.raises(dataclasses.FrozenInstanceError):
+        cfg.epochs = 3  # type: ignore[misc]
+    with pytest.raises(RecipeError, match="batch_size: expected a positive integer"):
+        TrainConfig(batch_size=0)
+    with pytest.raises(RecipeError, match=r"reprob: expected a value in \[0, 1\)"):
+        dataclasses.replace(cfg, reprob=1.0)
+    with pytest.raises(RecipeError, match="Did you mean 'epochs'"):
+        resolve_config(None, {"epoch": 3})
+
+
+def test_cli_flags_are_generated_from_the_config_fields(capsys: pytest.CaptureFixture[str]) -> None:
+    """One flag per setting, every default None (the recipe or config decides), help showing the field's default."""
+    import argparse
+
+    from gpunet.cli.train import add_train_arguments
+    from gpunet.train.config import SETTINGS, config_fields
+
+    parser = argparse.ArgumentParser()
+    add_train_arguments(parser)
+    dests = {a.dest for a in parser._actions}
+    assert set(SETTINGS) <= dests and {"recipe", "print_config"} <= dests
+    assert all(v is None for k, v in vars(parser.parse_args([])).items())
+    args = parser.parse_args(["D", "--scale", "0.5", "1", "--no-model-ema", "-b", "8", "--opt-betas", "0.9", "0.99"])
+    assert (args.data_dir, args.scale, args.model_ema, args.batch_size, args.opt_betas) == (
+        "D", [0.5, 1.0], False, 8, [0.9, 0.99])
+    wd = next(f for f in config_fields() if f.name == "weight_decay")
+    parser.print_help()
+    assert "weight decay (default 2e-5)" in " ".join(capsys.readouterr().out.split()) and wd.default == 2e-5
+
+
+def test_frozen_teacher_stays_in_eval_mode() -> None:
+    from gpunet.train.distill import FrozenTeacher, freeze
+
+    net = torch.nn.Sequential(torch.nn.Linear(4, 4), torch.nn.BatchNorm1d(4), torch.nn.Dropout(0.5))
+    teacher = freeze(net)
+    assert isinstance(teacher, FrozenTeacher) and freeze(teacher) is teacher
+    owner = torch.nn.ModuleDict({"teacher": teacher, "student": torch.nn.Linear(4, 4)}).train()
+    assert owner["student"].training and not any(m.training for m in teacher.modules())
+    assert not any(p.requires_grad for p in teacher.parameters())
+
+
+def test_old_import_paths_still_work_with_a_deprecation_warning() -> None:
+    import gpunet.cli.train
+    import gpunet.train.checkpoint
+    import gpunet.train.distill
+    import gpunet.train.distributed
+
+    with pytest.deprecated_call():
+        from gpunet.recipes import RECIPES as old_recipes
+    assert old_recipes is RECIPES
+    with pytest.deprecated_call():
+        from gpunet.recipes import resolve_config as old_resolve
+    assert old_resolve is resolve_config
+    with pytest.deprecated_call():
+        from gpunet.distill import kd_loss as old_kd_loss
+    assert old_kd_loss is kd_loss
+    with pytest.deprecated_call():
+        from gpunet.distributed import ShardSampler
+    assert ShardSampler is gpunet.train.distributed.ShardSampler
+    with pytest.deprecated_call():
+        from gpunet.train import main as old_main
+    assert old_main is gpunet.cli.train.main
+    with pytest.deprecated_call():
+        from gpunet.train import read_training_checkpoint
+    assert read_training_checkpoint is gpunet.train.checkpoint.read_training_checkpoint
 
 
 @pytest.mark.slow

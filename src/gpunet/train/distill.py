@@ -19,13 +19,14 @@ from gpunet.errors import TeacherError
 
 
 def is_gpunet_teacher(name: str) -> bool:
+    """A GPUNet (zoo name, JSON, .safetensors, any existing file) rather than a timm model name."""
     from gpunet.zoo import list_models
 
     return name in list_models() or name.endswith((".json", ".safetensors")) or os.path.isfile(name)
 
 
 def build_teacher(name: str, num_classes: int, *, checkpoint: str | None = None, weights: str | None = None,
-                  pretrained: bool = False, random_weights: bool = False) -> nn.Module:
+                  pretrained: bool = False, random_weights: bool = False) -> FrozenTeacher:
     """A frozen teacher in eval mode: a timm model name (weights from `checkpoint` or timm's hub with
     `pretrained`) or a GPUNet name/JSON (weights from `weights`, or NGC with `pretrained`)."""
     if is_gpunet_teacher(name):
@@ -57,21 +58,37 @@ def build_teacher(name: str, num_classes: int, *, checkpoint: str | None = None,
     return freeze(teacher)
 
 
-def freeze(teacher: nn.Module) -> nn.Module:
-    """Eval mode for good (train() is a no-op) and no parameter takes gradients."""
-    teacher.eval()
-    for p in teacher.parameters():
-        p.requires_grad_(False)
-    teacher.train = _stay_in_eval.__get__(teacher)  # type: ignore[method-assign]
-    return teacher
+class FrozenTeacher(nn.Module):
+    """A teacher that stays in eval mode (its `train()` keeps it there) and takes no gradients.
+
+    A student's training loop can call `train()` on everything it owns; the teacher's
+    BatchNorm statistics and dropout stay as in inference.
+    """
+
+    def __init__(self, module: nn.Module) -> None:
+        super().__init__()
+        self.module = module
+        for p in module.parameters():
+            p.requires_grad_(False)
+        self.train(False)
+
+    def train(self, mode: bool = True) -> FrozenTeacher:
+        """Eval mode whatever `mode` says: a frozen teacher never trains."""
+        return super().train(False)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.module(x)
 
 
-def _stay_in_eval(self: nn.Module, mode: bool = True) -> nn.Module:
-    return nn.Module.train(self, False)
+def freeze(teacher: nn.Module) -> FrozenTeacher:
+    """`teacher` in eval mode for good, no parameter taking gradients (already frozen: as is)."""
+    return teacher if isinstance(teacher, FrozenTeacher) else FrozenTeacher(teacher)
 
 
 def teacher_data_config(teacher: nn.Module, img_size: int | None) -> dict[str, Any]:
     """Input size and eval crop of the teacher (its own default when `img_size` is None)."""
+    if isinstance(teacher, FrozenTeacher):
+        teacher = teacher.module
     cfg = dict(getattr(teacher, "pretrained_cfg", None) or {})
     size = img_size or (cfg.get("input_size") or (3, 224, 224))[-1]
     if hasattr(teacher, "arch") and not cfg:

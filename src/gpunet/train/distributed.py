@@ -16,11 +16,14 @@ import torch.distributed as dist
 from torch import nn
 from torch.utils.data import Dataset, DistributedSampler, Sampler
 
+from gpunet.device import resolve_device
 from gpunet.errors import DistributedError
 
 
 @dataclass
 class DistInfo:
+    """This process's place in the run: process count, rank, rank on its node, device."""
+
     world_size: int
     rank: int
     local_rank: int
@@ -36,16 +39,16 @@ class DistInfo:
 
 
 def init_distributed(device: str = "auto") -> DistInfo:
-    """torchrun's environment -> process group (NCCL on GPU, gloo on CPU) and this process's device."""
-    world = int(os.environ.get("WORLD_SIZE", "1"))
-    rank = int(os.environ.get("RANK", "0"))
-    local = int(os.environ.get("LOCAL_RANK", "0"))
-    if device == "auto":
-        device = "cuda" if torch.cuda.is_available() else "cpu"
-    dev = torch.device(device)
+    """torchrun's environment -> process group (NCCL on GPU, gloo on CPU) and this process's device.
+
+    `device` as `gpunet.device.resolve_device` reads it; a plain `cuda` means this process's
+    local rank's GPU under torchrun, else the current one.
+    """
+    world = _env_int("WORLD_SIZE", 1)
+    rank = _env_int("RANK", 0)
+    local = _env_int("LOCAL_RANK", 0)
+    dev = resolve_device(device)
     if dev.type == "cuda":
-        if not torch.cuda.is_available():
-            raise DistributedError("--device cuda: CUDA is not available")
         if dev.index is None:
             dev = torch.device("cuda", local if world > 1 else torch.cuda.current_device())
         torch.cuda.set_device(dev)
@@ -54,7 +57,17 @@ def init_distributed(device: str = "auto") -> DistInfo:
     return DistInfo(world, rank, local, dev)
 
 
+def _env_int(name: str, default: int) -> int:
+    value = os.environ.get(name, str(default))
+    try:
+        return int(value)
+    except ValueError:
+        raise DistributedError(f"environment variable {name}={value!r}: expected an integer (set by torchrun)"
+                               ) from None
+
+
 def all_reduce_sum(values: Sequence[float], info: DistInfo) -> list[float]:
+    """`values` summed over all processes (float64; as is in a single process)."""
     t = torch.tensor(list(values), dtype=torch.float64, device=info.device)
     if info.distributed:
         dist.all_reduce(t)
