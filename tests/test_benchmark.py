@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import argparse
 import csv
 import json
 import math
@@ -11,21 +10,19 @@ from pathlib import Path
 import pytest
 import torch
 
-from gpunet.benchmark import (
-    CSV_FIELDS,
-    add_benchmark_arguments,
-    measure_peak,
-    percentile,
-    run_benchmark,
-)
+from gpunet.bench import BACKEND_BUILDERS, BACKENDS, CSV_FIELDS, BenchmarkConfig, benchmark, measure_peak
+from gpunet.cli import main
+from gpunet.errors import BenchmarkError
+from gpunet.timing import percentile
 
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
 RECORD_KEYS = {"model", "backend", "precision", "batch", "img_size", "threads", "device", "median_ms", "p90_ms",
                "p99_ms", "images_per_s", "gflops", "peak_gflops", "peak_share", "skipped", "reason"}
 
 
-def _args(*argv: str) -> argparse.Namespace:
-    return add_benchmark_arguments(argparse.ArgumentParser()).parse_args(list(argv))
+def run_benchmark(*argv: str) -> int:
+    """`gpunet benchmark ARGV`: its exit status."""
+    return main(["benchmark", *argv])
 
 
 def _have_openvino() -> bool:
@@ -40,7 +37,7 @@ def _have_export() -> bool:
     try:
         import onnxruntime  # noqa: F401
 
-        import gpunet.export  # noqa: F401
+        import gpunet.deploy.onnx  # noqa: F401
     except ImportError:
         return False
     return True
@@ -51,9 +48,9 @@ def tiny_run(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, int]:
     out = tmp_path_factory.mktemp("bench")
     backends = ("eager,fused,fused-microbatch,cudagraph" + (",onnxruntime" if _have_export() else "")
                 + (",openvino" if _have_openvino() else ""))
-    code = run_benchmark(_args("--models", "gpunet_0", "--peers", "timm:mobilenetv3_small_050", "--img-size", "64",
+    code = run_benchmark("--models", "gpunet_0", "--peers", "timm:mobilenetv3_small_050", "--img-size", "64",
                                "--batch-sizes", "1,2", "--repeats", "2", "--warmup", "1", "--threads", "1",
-                               "--backends", backends, "--precision", "fp32", "--quiet", "--output", str(out)))
+                               "--backends", backends, "--precision", "fp32", "--quiet", "--output", str(out))
     return out, code
 
 
@@ -117,7 +114,7 @@ def test_tiny_run_writes_pngs(tiny_run: tuple[Path, int]) -> None:
 def test_unknown_backend_model_precision_are_usage_errors(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     for argv, word in ((["--backends", "eager,warp"], "warp"), (["--models", "gpunet_9"], "gpunet_9"),
                        (["--precision", "fp8"], "fp8"), (["--peers", "efficientnet_b0"], "timm:")):
-        code = run_benchmark(_args(*argv, "--quiet", "--output", str(tmp_path / "x")))
+        code = run_benchmark(*argv, "--quiet", "--output", str(tmp_path / "x"))
         assert code == 2
         assert word in capsys.readouterr().err
     assert not (tmp_path / "x").exists()
@@ -139,10 +136,66 @@ def test_measure_peak_is_positive() -> None:
 @pytest.mark.skipif(not _have_openvino(), reason="openvino is not installed")
 def test_openvino_runs_bf16(tmp_path: Path) -> None:
     """bf16 inputs reach OpenVINO as float32 (numpy has no bfloat16); it computes in bf16 where the CPU can."""
-    code = run_benchmark(_args("--models", "gpunet_0", "--img-size", "32", "--batch-sizes", "1", "--repeats", "1",
+    code = run_benchmark("--models", "gpunet_0", "--img-size", "32", "--batch-sizes", "1", "--repeats", "1",
                                "--warmup", "1", "--threads", "1", "--backends", "openvino", "--precision", "bf16",
-                               "--no-plots", "--quiet", "--output", str(tmp_path)))
+                               "--no-plots", "--quiet", "--output", str(tmp_path))
     assert code == 0
     (rec,) = json.loads((tmp_path / "results.json").read_text())["records"]
     assert not rec["skipped"], rec["reason"]
     assert rec["precision"] == "bf16" and "bf16 inference precision" in rec["note"] and rec["median_ms"] > 0
+
+
+def test_every_backend_has_one_builder() -> None:
+    assert tuple(BACKEND_BUILDERS) == BACKENDS
+
+
+def test_config_errors_are_benchmark_errors() -> None:
+    for changes, word in (({"backends": ("warp",)}, "warp"), ({"precisions": ("fp8",)}, "fp8"),
+                          ({"repeats": 0}, "--repeats"), ({"threads": 0}, "--threads"),
+                          ({"batch_sizes": (0,)}, "batch sizes")):
+        with pytest.raises(BenchmarkError, match=word):
+            BenchmarkConfig(**changes)  # type: ignore[arg-type]
+    assert BenchmarkConfig(models="gpunet_0, gpunet_1", backends="eager").models == ("gpunet_0", "gpunet_1")
+
+
+def test_threads_are_restored(monkeypatch: pytest.MonkeyPatch) -> None:
+    """`threads` holds for the run only: the caller's torch thread count is unchanged afterwards."""
+    monkeypatch.setattr("gpunet.bench.run.measure_peak", lambda device, dtype: {"peak_gflops": 1.0})
+    before = torch.get_num_threads()
+    torch.set_num_threads(2)
+    try:
+        seen: list[int] = []
+        results = benchmark(BenchmarkConfig(models=("gpunet_0",), backends=("eager",), batch_sizes=(1,),
+                                            img_size=32, device="cpu", threads=1, warmup=0, repeats=1),
+                            log=lambda _: seen.append(torch.get_num_threads()))
+        assert results["header"]["machine"]["threads"] == 1 and 1 in seen  # the run used one thread
+        assert torch.get_num_threads() == 2
+    finally:
+        torch.set_num_threads(before)
+
+
+def test_plots_leave_pyplot_alone(tiny_run: tuple[Path, int]) -> None:
+    """The PNGs are drawn on Figure objects: no backend switch, no figure left open in pyplot."""
+    plt = pytest.importorskip("matplotlib.pyplot")
+    import matplotlib
+
+    from gpunet.bench import plot_results
+
+    backend, open_figures = matplotlib.get_backend(), plt.get_fignums()
+    out, _ = tiny_run
+    results = json.loads((out / "results.json").read_text())
+    paths = plot_results(results, out / "again")
+    assert [p.name for p in paths] == ["perf_latency.png", "perf_throughput.png", "perf_pareto.png"]
+    assert matplotlib.get_backend() == backend and plt.get_fignums() == open_figures
+
+
+def test_old_module_path_is_deprecated() -> None:
+    import gpunet.benchmark as old
+    from gpunet.cli.benchmark import run_benchmark as new_run
+
+    with pytest.deprecated_call():
+        assert old.measure_peak is measure_peak
+    with pytest.deprecated_call():
+        assert old.run_benchmark is new_run
+    with pytest.deprecated_call():
+        assert old.percentile is percentile

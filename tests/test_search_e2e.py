@@ -92,7 +92,7 @@ def test_outputs(searched: Path) -> None:
 
 
 def test_front_architectures_build_train_and_export(searched: Path, tmp_path: Path) -> None:
-    from gpunet.export import export_onnx
+    from gpunet.deploy.onnx import export_onnx
     from gpunet.zoo import create_model
 
     files = sorted((searched / "front").glob("*.json"))

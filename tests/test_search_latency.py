@@ -9,15 +9,14 @@ import numpy as np
 import pytest
 import torch
 
+from gpunet.builder import build_layer, layer_geometry
+from gpunet.errors import LatencyError
 from gpunet.model import GPUNet
 from gpunet.search.latency import (
     LatencyContext,
-    LatencyError,
     LatencyPredictor,
     LatencyTable,
     layer_key,
-    layer_module,
-    layer_resolutions,
     mape,
     measure_model,
     spearman,
@@ -34,11 +33,12 @@ def _archs(n: int, seed: int = 0, classes: int = 5) -> list:
 
 
 def test_layer_resolutions_match_the_built_model() -> None:
+    """The input resolutions the table keys layers by (the builder's geometry) are the model's."""
     space = nvidia_space()
     rng = np.random.default_rng(0)
     for _ in range(3):
         arch = space.decode(space.sample(rng))
-        res = layer_resolutions(arch)
+        res = [g.in_resolution for g in layer_geometry(arch)]
         model = GPUNet(arch).eval()
         r = arch.img_resolution
         with torch.no_grad():
@@ -51,9 +51,11 @@ def test_layer_resolutions_match_the_built_model() -> None:
 
 
 def test_layer_modules_match_the_model_shapes() -> None:
+    """The modules the table times (the builder's, one layer each) take and give the model's shapes."""
     arch = _archs(1, seed=3)[0]
-    for layer, r in zip(arch.layers, layer_resolutions(arch), strict=True):
-        y = layer_module(layer, arch.distill).eval()(torch.randn(1, layer.in_channels, r, r))
+    for g in layer_geometry(arch):
+        layer, r = g.spec, g.in_resolution
+        y = build_layer(arch, g.index).eval()(torch.randn(1, layer.in_channels, r, r))
         assert y.shape[1] == (layer.num_classes if layer.layer_type == "tail" else layer.out_channels)
 
 
@@ -62,7 +64,7 @@ def test_table_is_reused_from_disk(tmp_path) -> None:  # type: ignore[no-untyped
     archs = _archs(4)
     first = LatencyTable(FAST, path)
     sums = [first.lookup(a) for a in archs]
-    distinct = {k for a in archs for k, _, _ in first.keys_of(a)}
+    distinct = {k for a in archs for k, _ in first.keys_of(a)}
     assert first.measurements == len(distinct) > 0  # each distinct layer measured once
     assert set(json.loads(path.read_text())["entries"]) == distinct
     again = LatencyTable(FAST, path)
@@ -76,12 +78,12 @@ def test_table_is_reused_from_disk(tmp_path) -> None:  # type: ignore[no-untyped
 
 def test_keys_separate_what_changes_cost() -> None:
     arch = _archs(1)[0]
-    layer = arch.blocks[0]
-    k = layer_key(layer, 32, False, FAST)
-    assert k != layer_key(layer, 16, False, FAST)
-    assert k != layer_key(layer, 32, False, LatencyContext(batch_size=4))
-    assert k != layer_key(layer, 32, False, LatencyContext(precision="bf16"))
-    assert k != layer_key(layer, 32, False, LatencyContext(backend="onnxruntime"))
+    layer = dataclasses.replace(layer_geometry(arch)[1], in_resolution=32)
+    k = layer_key(layer, False, FAST)
+    assert k != layer_key(dataclasses.replace(layer, in_resolution=16), False, FAST)
+    assert k != layer_key(layer, False, LatencyContext(batch_size=4))
+    assert k != layer_key(layer, False, LatencyContext(precision="bf16"))
+    assert k != layer_key(layer, False, LatencyContext(backend="onnxruntime"))
 
 
 def test_predictor_correction_and_quality() -> None:
@@ -134,3 +136,39 @@ def test_invalid_contexts() -> None:
         LatencyContext(precision="fp16")
     with pytest.raises(LatencyError, match="tensorrt"):
         LatencyContext(backend="tensorrt")
+
+
+def test_keys_are_stable() -> None:
+    """A table on disk stays valid: the key of a layer is the one earlier versions wrote."""
+    arch = tiny_space().decode(tiny_space().sample(np.random.default_rng(0)), 5)
+    keys = [k.split("|")[:-6] for k, _ in LatencyTable(FAST).keys_of(arch)]
+    g = layer_geometry(arch)
+    head_act = arch.head.act or "swish"
+    assert keys[0] == ["head", "in3", f"out{g[0].spec.out_channels}", f"act{head_act}", f"r{arch.img_resolution}", "d0"]
+    assert keys[-1] == ["tail", f"in{g[-1].spec.in_channels}", f"out{g[-1].spec.out_channels}", "cls5",
+                        f"r{g[-1].in_resolution}", "d0"]
+    block = g[1].spec
+    expected = [block.layer_type, f"in{block.in_channels}", f"out{block.out_channels}", f"k{block.kernel_size}",
+                f"s{block.stride}"]
+    assert keys[1][:5] == expected and keys[1][-3:] == [f"act{block.act}", f"r{g[1].in_resolution}", "d0"]
+
+
+def test_threads_are_restored() -> None:
+    before = torch.get_num_threads()
+    torch.set_num_threads(2)
+    try:
+        measure_model(_archs(1)[0], FAST)  # measured with FAST.threads == 1
+        assert torch.get_num_threads() == 2
+    finally:
+        torch.set_num_threads(before)
+
+
+def test_old_cli_names_are_deprecated() -> None:
+    import gpunet.search
+    import gpunet.search.runner
+    from gpunet.cli.search import add_search_arguments, run_search
+
+    with pytest.deprecated_call():
+        assert gpunet.search.run_search is run_search
+    with pytest.deprecated_call():
+        assert gpunet.search.runner.add_search_arguments is add_search_arguments

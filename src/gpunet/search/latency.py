@@ -13,19 +13,20 @@ measurements (the sum misses inter-layer effects: memory traffic, launch gaps, f
 For the `tensorrt` backend the layer table is measured with eager fp16 on the same GPU
 (building a TensorRT engine per layer would take minutes each); the correction fitted on
 real TensorRT whole-model measurements maps it onto TensorRT's scale.
+
+What a layer is (its resolution, padding, activation, module) comes from the builder
+(`gpunet.builder.layer_geometry` and `build_layer`), the one place that knows NVIDIA's rules;
+timing from `gpunet.timing`, ONNX files from `gpunet.deploy.onnx`, whole-model TensorRT
+engines from the benchmark's backend registry (`gpunet.bench.backends`).
 """
 
 from __future__ import annotations
 
-import argparse
-import copy
 import json
 import os
 import platform
-import statistics
 import tempfile
 import time
-import warnings
 from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass, replace
 from pathlib import Path
@@ -35,19 +36,20 @@ import numpy as np
 import torch
 from torch import nn
 
-from gpunet.arch import Architecture, ConvSpec, FusedIRBSpec, HeadSpec, IRBSpec, LayerSpec, TailSpec
-from gpunet.benchmark import sync_device
+from gpunet.arch import Architecture, FusedIRBSpec, HeadSpec, IRBSpec, TailSpec
+from gpunet.bench.config import PRECISIONS
+from gpunet.builder import LayerGeometry, build_layer, layer_geometry
+from gpunet.device import cpu_threads, resolve_device
+from gpunet.errors import LatencyError, SettingError
+from gpunet.timing import sample_times, time_call
 
 BACKENDS = ("eager", "onnxruntime", "tensorrt")
-PRECISIONS = {"fp32": torch.float32, "fp16": torch.float16, "bf16": torch.bfloat16}
-
-
-class LatencyError(RuntimeError):
-    """A backend/precision/device combination that cannot be measured here."""
 
 
 @dataclass(frozen=True)
 class LatencyContext:
+    """What a latency is measured in: device, backend, precision, batch size, CPU threads, and for how long."""
+
     device: str = "cpu"
     backend: str = "eager"
     precision: str = "fp32"
@@ -61,9 +63,11 @@ class LatencyContext:
             raise LatencyError(f"unknown backend {self.backend!r}; choose from {', '.join(BACKENDS)}")
         if self.precision not in PRECISIONS:
             raise LatencyError(f"unknown precision {self.precision!r}; choose from {', '.join(PRECISIONS)}")
-        dev = torch.device(self.device)
-        if dev.type == "cuda" and not torch.cuda.is_available():
-            raise LatencyError("--device cuda: CUDA is not available on this machine")
+        try:
+            dev = resolve_device(self.device)
+        except SettingError as e:
+            raise LatencyError(str(e)) from None
+        object.__setattr__(self, "device", str(dev))  # "auto" -> what it resolved to (keys name the device)
         if dev.type == "cpu" and self.precision == "fp16":
             raise LatencyError("fp16 on CPU: PyTorch has no fast CPU fp16 kernels (use fp32 or bf16)")
         if self.backend == "tensorrt" and dev.type != "cuda":
@@ -92,60 +96,41 @@ class LatencyContext:
 # ---------------------------------------------------------------------------- timing
 
 def time_runner(run: Callable[[torch.Tensor], Any], example: torch.Tensor, ctx: LatencyContext) -> float:
-    """Median milliseconds of `run(example)` after warm-up (>= min_repeats calls and >= min_time_s)."""
+    """Median milliseconds of `run(example)` after warm-up (>= min_repeats calls and >= min_time_s).
+
+    On CPU torch runs with `ctx.threads` threads for the measurement; the caller's count is restored.
+    """
     device = torch.device(ctx.device)
-    old_threads = torch.get_num_threads()
-    if device.type == "cpu":
-        torch.set_num_threads(max(1, ctx.threads))
-    try:
-        with torch.inference_mode():
-            for _ in range(3):
-                run(example)
-            sync_device(device)
-            samples: list[float] = []
-            start = time.perf_counter()
-            while len(samples) < ctx.min_repeats or (time.perf_counter() - start < ctx.min_time_s
-                                                     and len(samples) < 1000):
-                t0 = time.perf_counter()
-                run(example)
-                sync_device(device)
-                samples.append(time.perf_counter() - t0)
-    finally:
-        torch.set_num_threads(old_threads)
-    return statistics.median(samples) * 1e3
+
+    def call() -> Any:
+        return run(example)
+
+    with cpu_threads(max(1, ctx.threads) if device.type == "cpu" else None), torch.inference_mode():
+        sample_times(call, warmup=3, repeats=0, device=device)
+        samples: list[float] = []
+        start = time.perf_counter()
+        while len(samples) < ctx.min_repeats or (time.perf_counter() - start < ctx.min_time_s
+                                                 and len(samples) < 1000):
+            samples.append(time_call(call, device))
+    return float(np.median(samples)) * 1e3
 
 
-def _onnx_runner(module: nn.Module, example: torch.Tensor, ctx: LatencyContext, workdir: str) -> Callable[..., Any]:
-    import onnxruntime as ort
+def _onnx_runner(module: nn.Module, example: torch.Tensor, ctx: LatencyContext,
+                 workdir: str) -> Callable[[torch.Tensor], Any]:
+    """`module` traced to ONNX (`gpunet.deploy.onnx`) and run by ONNX Runtime; the runner ignores its argument
+    and always feeds `example` (converted once, so the conversion is not timed)."""
+    from gpunet.deploy.onnx import trace_onnx
+    from gpunet.deploy.runtime import open_runner
 
-    from gpunet.export import onnx_session
-
-    fp16 = ctx.precision == "fp16"
-    m = copy.deepcopy(module).float().cpu().eval()
-    path = os.path.join(workdir, "m.onnx")
-    with torch.no_grad(), warnings.catch_warnings():
-        warnings.simplefilter("ignore")
-        x = example.float().cpu()
-        try:
-            torch.onnx.export(m, (x,), path, input_names=["x"], output_names=["y"], opset_version=17, dynamo=False)
-        except TypeError:  # older torch without the dynamo flag
-            torch.onnx.export(m, (x,), path, input_names=["x"], output_names=["y"], opset_version=17)
-    if fp16:
-        import onnx
-        from onnxruntime.transformers.float16 import convert_float_to_float16
-
-        onnx.save(convert_float_to_float16(onnx.load(path)), path)
-    cuda = ctx.device.startswith("cuda")
-    providers = ["CUDAExecutionProvider"] if cuda else ["CPUExecutionProvider"]
-    if providers[0] not in ort.get_available_providers():
-        raise LatencyError(f"onnxruntime: {providers[0]} is not available")
-    sess = onnx_session(path, threads=max(1, ctx.threads), providers=providers)
-    arr = x.numpy().astype(np.float16 if fp16 else np.float32)
-
-    def run(_: torch.Tensor) -> Any:
-        return sess.run(None, {"x": arr})
-
-    return run
+    # the legacy exporter, as before: seconds faster per layer than dynamo, and the table's entries stay comparable
+    proto = trace_onnx(module, tuple(example.shape), dynamic_batch=False, exporter="legacy",
+                       fp16=ctx.precision == "fp16")
+    path = Path(workdir) / "m.onnx"
+    path.write_bytes(proto.SerializeToString())
+    runner = open_runner(path, "onnxruntime", threads=max(1, ctx.threads), precision=ctx.precision,
+                         device=ctx.device)
+    arr = example.float().cpu().numpy().astype(runner.input_dtype)
+    return lambda _: runner.run(arr)
 
 
 def measure_module(module: nn.Module, input_shape: Sequence[int], ctx: LatencyContext) -> float:
@@ -172,90 +157,42 @@ def measure_model(arch: Architecture, ctx: LatencyContext) -> float:
     shape = (3, arch.img_resolution, arch.img_resolution)
     if ctx.backend != "tensorrt":
         return measure_module(model, shape, ctx)
-    from gpunet.benchmark import ModelSpec, build_runner
+    return _measure_tensorrt(model, arch.img_resolution, ctx)
+
+
+def _measure_tensorrt(model: nn.Module, img_size: int, ctx: LatencyContext) -> float:
+    """Whole-model TensorRT latency through the benchmark's backend registry."""
+    from gpunet.bench.backends import BackendRequest, Skip, build_runner
+    from gpunet.bench.models import ModelSpec
 
     device = torch.device(ctx.device)
-    spec = ModelSpec("search", arch.img_resolution, 0, None, lambda: model, True)
-    example = torch.randn(ctx.batch_size, *shape, device=device,
-                          dtype=PRECISIONS[ctx.precision])
+    spec = ModelSpec("search", img_size, 0, None, lambda: model, True)
+    example = torch.randn(ctx.batch_size, 3, img_size, img_size, device=device, dtype=PRECISIONS[ctx.precision])
     with tempfile.TemporaryDirectory(prefix="gpunet_trt_") as tmp:
-        args = argparse.Namespace(threads=None, calibration_dir=None)
-        run, _, _ = build_runner("tensorrt", spec, model, ctx.precision, device, args, Path(tmp), example)
-        return time_runner(run, example, ctx)
+        try:
+            built = build_runner("tensorrt", BackendRequest(spec, model, ctx.precision, device, example, Path(tmp)))
+        except Skip as e:
+            raise LatencyError(f"tensorrt: {e}") from None
+        return time_runner(built.run, example, ctx)
 
 
 # ---------------------------------------------------------------------------- layers
 
-def _conv_out(r: int, k: int, s: int, p: int) -> int:
-    return (r + 2 * p - k) // s + 1
-
-
-def layer_resolutions(arch: Architecture) -> list[int]:
-    """Input spatial size of every layer of `arch` (stem, blocks, tail), following the builder's paddings."""
-    r = arch.img_resolution
-    out = [r]
-    r = _conv_out(r, 3, 2, 1)  # stem (head_large adds 3x3 stride-1 convs: same size)
-    for b in arch.blocks:
-        out.append(r)
-        k, s = b.kernel_size, b.stride
-        if isinstance(b, ConvSpec):
-            p = ((s - 1) + (k - 1)) // 2
-        elif isinstance(b, FusedIRBSpec):
-            p = k // 2 if (arch.distill or s == 1) else 0
-        else:
-            p = k // 2
-        r = _conv_out(r, k, s, p)
-    out.append(r)
-    return out
-
-
-class _Tail(nn.Module):
-    def __init__(self, spec: TailSpec, distill: bool) -> None:
-        super().__init__()
-        from gpunet.blocks import ConvBnAct
-        from gpunet.builder import DISTILLED_TAIL_WIDTH, EPS_DISTILLED, EPS_NON_DISTILLED
-
-        width = DISTILLED_TAIL_WIDTH if distill else spec.out_channels
-        eps = EPS_DISTILLED if distill else EPS_NON_DISTILLED
-        self.head = ConvBnAct(spec.in_channels, width, 1, act="relu", eps=eps)
-        self.proj = nn.Conv2d(width, spec.out_channels, 1, bias=False) if distill else None
-        self.fc = nn.Linear(spec.out_channels, spec.num_classes)
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        x = self.head(x).mean((2, 3), keepdim=True)
-        if self.proj is not None:
-            x = torch.relu(self.proj(x))
-        return self.fc(x.flatten(1))
-
-
-def layer_module(layer: LayerSpec, distill: bool) -> nn.Module:
-    """The module the builder makes for this one layer (drop path off)."""
-    from gpunet.arch import Architecture as _A
-    from gpunet.builder import build_block, build_stem
-
-    if isinstance(layer, HeadSpec):
-        dummy = _A(32, distill, (layer, TailSpec(layer.out_channels, 8, 2)))
-        return build_stem(dummy)
-    if isinstance(layer, TailSpec):
-        return _Tail(layer, distill)
-    return build_block(layer, distill, 0.0)
-
-
-def layer_key(layer: LayerSpec, resolution: int, distill: bool, ctx: LatencyContext) -> str:
-    """Everything that changes the layer's cost, as one string."""
-    parts = [layer.layer_type, f"in{layer.in_channels}", f"out{layer.out_channels}"]
-    if isinstance(layer, HeadSpec):
-        parts += [f"act{'relu' if distill else (layer.act or 'swish')}"]
-    elif isinstance(layer, TailSpec):
-        parts += [f"cls{layer.num_classes}"]
+def layer_key(layer: LayerGeometry, distill: bool, ctx: LatencyContext) -> str:
+    """Everything that changes the layer's cost, as one string (the builder's geometry, then the context)."""
+    spec = layer.spec
+    parts = [spec.layer_type, f"in{spec.in_channels}", f"out{spec.out_channels}"]
+    if isinstance(spec, TailSpec):
+        parts += [f"cls{spec.num_classes}"]
     else:
-        parts += [f"k{layer.kernel_size}", f"s{layer.stride}"]
-        if isinstance(layer, (IRBSpec, FusedIRBSpec)):
-            parts += [f"e{layer.expansion:g}", f"se{int(bool(layer.use_se))}"]
-        parts += [f"act{'relu' if distill else layer.act}"]
+        if not isinstance(spec, HeadSpec):
+            parts += [f"k{layer.kernel_size}", f"s{layer.stride}"]
+            if isinstance(spec, (IRBSpec, FusedIRBSpec)):
+                parts += [f"e{spec.expansion:g}", f"se{int(bool(spec.use_se))}"]
+        parts += [f"act{layer.act}"]
     lc = ctx.layer_context()
-    parts += [f"r{resolution}", f"d{int(distill)}", f"b{lc.batch_size}", lc.device_name, lc.device.split(":")[0],
-              lc.backend, lc.precision, f"t{lc.threads}"]
+    parts += [f"r{layer.in_resolution}", f"d{int(distill)}", f"b{lc.batch_size}", lc.device_name,
+              lc.device.split(":")[0], lc.backend, lc.precision, f"t{lc.threads}"]
     return "|".join(parts)
 
 
@@ -272,18 +209,18 @@ class LatencyTable:
                 data = json.load(f)
             self.entries = {str(k): float(v) for k, v in data.get("entries", {}).items()}
 
-    def keys_of(self, arch: Architecture) -> list[tuple[str, LayerSpec, int]]:
-        res = layer_resolutions(arch)
-        return [(layer_key(layer, r, arch.distill, self.ctx), layer, r)
-                for layer, r in zip(arch.layers, res, strict=True)]
+    def keys_of(self, arch: Architecture) -> list[tuple[str, LayerGeometry]]:
+        """(key, geometry) of every layer of `arch` (stem, blocks, tail), as the builder makes them."""
+        return [(layer_key(g, arch.distill, self.ctx), g) for g in layer_geometry(arch)]
 
     def lookup(self, arch: Architecture) -> float:
         """Sum of the layers' latencies, measuring (and saving) the ones not in the table yet."""
         total, new = 0.0, False
         lc = self.ctx.layer_context()
-        for key, layer, r in self.keys_of(arch):
+        for key, g in self.keys_of(arch):
             if key not in self.entries:
-                self.entries[key] = measure_module(layer_module(layer, arch.distill), (layer.in_channels, r, r), lc)
+                r = g.in_resolution
+                self.entries[key] = measure_module(build_layer(arch, g.index), (g.spec.in_channels, r, r), lc)
                 self.measurements += 1
                 new = True
             total += self.entries[key]

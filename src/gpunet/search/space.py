@@ -30,15 +30,13 @@ from typing import Any
 import numpy as np
 
 from gpunet.arch import ACTIVATIONS, Architecture, ConvSpec, FusedIRBSpec, HeadSpec, IRBSpec, LayerSpec, TailSpec
+from gpunet.errors import SearchSpaceError
 
 Vector = Sequence[int] | np.ndarray
 BLOCK_TYPES = ("conv", "fused_irb", "irb")
 GENES_PER_STAGE = 6  # layers, kernel, act, expansion, filters, se
 STAGE_GENES = ("layers", "kernel", "act", "expansion", "filters", "se")
 
-
-class SearchSpaceError(ValueError):
-    """A search space that cannot be searched, with the field at fault."""
 
 
 def _range(lo: int, hi: int, step: int) -> tuple[int, ...]:
