@@ -49,6 +49,18 @@ def sample_times(fn: Callable[[], Any], *, warmup: int, repeats: int, device: to
     return times
 
 
+def sample_times_until(fn: Callable[[], Any], *, warmup: int, min_repeats: int, min_seconds: float,
+                       max_repeats: int = 1000, device: torch.device | None = None) -> list[float]:
+    """Seconds of timed calls after `warmup` untimed ones: at least `min_repeats` calls, and more until
+    `min_seconds` have passed (at most `max_repeats`), so fast calls get enough samples for a stable median."""
+    sample_times(fn, warmup=warmup, repeats=0, device=device)
+    times: list[float] = []
+    start = time.perf_counter()
+    while len(times) < min_repeats or (time.perf_counter() - start < min_seconds and len(times) < max_repeats):
+        times.append(time_call(fn, device))
+    return times
+
+
 def median_time(fn: Callable[[], Any], *, warmup: int, repeats: int, device: torch.device | None = None) -> float:
     """Median seconds of `fn` over `repeats` timed calls after `warmup` untimed ones."""
     return statistics.median(sample_times(fn, warmup=warmup, repeats=repeats, device=device))

@@ -26,7 +26,6 @@ import json
 import os
 import platform
 import tempfile
-import time
 from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass, replace
 from pathlib import Path
@@ -41,7 +40,7 @@ from gpunet.bench.config import PRECISIONS
 from gpunet.builder import LayerGeometry, build_layer, layer_geometry
 from gpunet.device import cpu_threads, resolve_device
 from gpunet.errors import LatencyError, SettingError
-from gpunet.timing import sample_times, time_call
+from gpunet.timing import sample_times_until
 
 BACKENDS = ("eager", "onnxruntime", "tensorrt")
 
@@ -106,12 +105,8 @@ def time_runner(run: Callable[[torch.Tensor], Any], example: torch.Tensor, ctx: 
         return run(example)
 
     with cpu_threads(max(1, ctx.threads) if device.type == "cpu" else None), torch.inference_mode():
-        sample_times(call, warmup=3, repeats=0, device=device)
-        samples: list[float] = []
-        start = time.perf_counter()
-        while len(samples) < ctx.min_repeats or (time.perf_counter() - start < ctx.min_time_s
-                                                 and len(samples) < 1000):
-            samples.append(time_call(call, device))
+        samples = sample_times_until(call, warmup=3, min_repeats=ctx.min_repeats, min_seconds=ctx.min_time_s,
+                                     device=device)
     return float(np.median(samples)) * 1e3
 
 
