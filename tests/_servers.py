@@ -3,7 +3,11 @@
 `FileServer` serves in-memory files over HTTP on 127.0.0.1 (port chosen by the OS) with
 an ETag per content (a `Range` with a stale `If-Range` gets the whole new file, as RFC 9110
 says), records every request with its headers, and can misbehave on purpose: cut the first
-response of each file halfway (`cut_first`), or ignore `Range` headers (`ignore_range`).
+response of each file halfway (`cut_first`), ignore `Range` headers (`ignore_range`),
+trickle the body (`chunk_size` bytes every `chunk_delay` s), stop after `cut_at` bytes and
+hang up, leave out Content-Length (`send_length=False`), or send headers and then nothing
+(`silent`). Every misbehaviour is bounded: a response ends after `max_seconds`, and
+`close()` ends the ones still running, so no server outlives its test.
 `RawServer` answers every connection with fixed bytes (e.g. something that is not HTTP).
 """
 
@@ -13,6 +17,7 @@ import hashlib
 import re
 import socket
 import threading
+import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
@@ -33,6 +38,13 @@ class FileServer:
     files: dict[str, bytes] = field(default_factory=dict)
     cut_first: bool = False  # first GET of each file: full Content-Length, half the body, then hang up
     ignore_range: bool = False  # answer 200 with the whole body even when asked for a range
+    chunk_size: int = 1 << 16  # the body is written in pieces of this size ...
+    chunk_delay: float = 0.0  # ... with this pause between them (a trickle)
+    cut_at: int | None = None  # every response: hang up after this many body bytes
+    send_length: bool = True  # False: no Content-Length (the end of the body is the end of the connection)
+    silent: bool = False  # send the headers, then nothing until the response's time is up
+    max_seconds: float = 20.0  # no response lasts longer than this
+    content_type: str = "application/octet-stream"
     requests: list[Request] = field(default_factory=list)
 
     def __post_init__(self) -> None:
@@ -67,22 +79,24 @@ class FileServer:
                 else:
                     self.send_response(200)
                     body = data
-                self.send_header("Content-Type", "application/octet-stream")
+                self.send_header("Content-Type", server.content_type)
                 self.send_header("ETag", etag)
-                self.send_header("Content-Length", str(len(body)))
+                if server.send_length:
+                    self.send_header("Content-Length", str(len(body)))
                 self.send_header("Accept-Ranges", "bytes")
                 self.end_headers()
                 if server.cut_first and first:
-                    self.wfile.write(body[: len(body) // 2])
-                    self.wfile.flush()
-                    self.close_connection = True
-                    return
-                self.wfile.write(body)
+                    body = body[: len(body) // 2]
+                elif server.cut_at is not None:
+                    body = body[: server.cut_at]
+                server._send(self.wfile, body)
+                self.close_connection = True
 
             def log_message(self, format: str, *args: Any) -> None:  # noqa: A002
                 pass
 
         self._lock = threading.Lock()
+        self._stop = threading.Event()
         self._httpd = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
         self._httpd.daemon_threads = True
         self._thread = threading.Thread(target=self._httpd.serve_forever, daemon=True)
@@ -98,7 +112,25 @@ class FileServer:
     def requests_for(self, name: str) -> list[Request]:
         return [r for r in self.requests if r.path == "/" + name]
 
+    def _send(self, out: Any, body: bytes) -> None:
+        """Write `body` as configured; stop early when the server closes or the response's time is up."""
+        end = time.monotonic() + self.max_seconds
+        if self.silent:
+            self._stop.wait(self.max_seconds)
+            return
+        try:
+            for start in range(0, len(body), self.chunk_size):
+                if start and self.chunk_delay and self._stop.wait(self.chunk_delay):
+                    return
+                if time.monotonic() > end:
+                    return
+                out.write(body[start:start + self.chunk_size])
+                out.flush()
+        except OSError:  # the client hung up
+            pass
+
     def close(self) -> None:
+        self._stop.set()
         self._httpd.shutdown()
         self._httpd.server_close()
         self._thread.join(5)

@@ -4,13 +4,25 @@ from __future__ import annotations
 
 import copy
 import json
+import time
 from pathlib import Path
 from typing import Any
 
 import pytest
 
 import gpunet
-from gpunet.arch import ArchitectureError, ConvSpec, FusedIRBSpec, HeadSpec, IRBSpec, TailSpec, from_table
+from gpunet import limits
+from gpunet.arch import (
+    ArchitectureError,
+    ConvSpec,
+    FusedIRBSpec,
+    HeadSpec,
+    IRBSpec,
+    TailSpec,
+    check_image_size,
+    from_table,
+)
+from gpunet.errors import SettingError
 
 MODEL_NAMES = ("gpunet_0", "gpunet_1", "gpunet_2", "gpunet_p0", "gpunet_p1", "gpunet_d1", "gpunet_d2")
 
@@ -385,6 +397,105 @@ def test_errors_in_files_name_the_path(tmp_path: Path) -> None:
         gpunet.load_json(path)
     msg = str(info.value)
     assert str(path) in msg and "entry 4" in msg and "field 'stride'" in msg
+
+
+# ---------------------------------------------------------------------------- resource limits
+
+# gpunet_0's entries: 3 conv, 9 irb (64 -> 256, expansion 5), 13 irb (704 -> 704), 14 tail
+@pytest.mark.parametrize(("index", "field", "value", "limit"), [
+    (9, "expansion", 1_000_000, "MAX_EXPANSION"),  # the issue's JSON: ran and took 7.2 GB
+    (9, "num_out_channels", 10**9, "MAX_CHANNELS"),
+    (9, "num_out_channels", 10**5, "MAX_CHANNELS"),
+    (14, "num_classes", 10**9, "MAX_CLASSES"),
+    (9, "kernel_size", 10001, "MAX_KERNEL_SIZE"),
+    (0, "img_resolution", 100_000, "MAX_IMAGE_SIZE"),
+    (13, "expansion", 30, "MAX_CHANNELS"),  # 704 * 30 = 21120 hidden channels
+])
+def test_resource_limits_name_file_entry_field_value_and_limit(tmp_path: Path, index: int, field: str, value: int,
+                                                               limit: str) -> None:
+    obj = _base()
+    obj[index][field] = value
+    path = tmp_path / "huge.json"
+    path.write_text(json.dumps(obj))
+    start = time.monotonic()
+    with pytest.raises(ArchitectureError) as info:
+        gpunet.load_json(path)
+    assert time.monotonic() - start < 0.5  # refused before anything is allocated
+    msg = str(info.value)
+    shown = value * 704 if limit == "MAX_CHANNELS" and field == "expansion" else value
+    for part in (str(path), f"entry {index}", f"field '{field}'", str(shown), f"{getattr(limits, limit):,}",
+                 f"gpunet.limits.{limit}"):
+        assert part in msg, (part, msg)
+
+
+def _single_layer(head: int, conv: int, kernel: int, resolution: int, tail: int = 1984) -> list[dict[str, Any]]:
+    return [{"layer_type": "data", "img_resolution": resolution, "distill": False},
+            {"layer_type": "head", "num_in_channels": 3, "num_out_channels": head},
+            {"layer_type": "conv", "num_in_channels": head, "num_out_channels": conv, "stride": 1,
+             "kernel_size": kernel, "act": "relu", "stage": 1},
+            {"layer_type": "tail", "num_in_channels": conv, "num_out_channels": tail, "num_classes": 1000}]
+
+
+@pytest.mark.parametrize(("obj", "limit", "index"), [
+    (_single_layer(16384, 16384, 31, 32), "MAX_PARAMETERS", None),  # each field allowed, 258 G parameters together
+    (_single_layer(1024, 8, 3, 4096, tail=16), "MAX_ACTIVATION", 1),  # 1024 channels at 2048 x 2048 for one image
+])
+def test_total_size_limits(obj: list[dict[str, Any]], limit: str, index: int | None) -> None:
+    with pytest.raises(ArchitectureError) as info:
+        gpunet.read_json(obj)
+    msg = str(info.value)
+    assert f"{getattr(limits, limit):,} (gpunet.limits.{limit})" in msg, msg
+    assert info.value.index == index
+
+
+def test_estimate_is_close_to_the_built_models() -> None:
+    import torch
+
+    for name in MODEL_NAMES:
+        arch = gpunet.get_architecture(name)
+        with torch.device("meta"):
+            model = gpunet.GPUNet(arch)
+        real = sum(p.numel() for p in model.parameters())
+        estimate = sum(p for p, _ in limits.estimate_layers(arch))
+        assert abs(estimate - real) / real < 0.02, (name, estimate, real)
+
+
+def test_cli_refuses_a_huge_architecture_in_one_line(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    from gpunet.cli import main
+
+    obj = _base()
+    obj[9]["expansion"] = 1_000_000
+    path = tmp_path / "huge.json"
+    path.write_text(json.dumps(obj))
+    assert main(["info", str(path)]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("gpunet: error: ") and err.count("\n") == 1 and "MAX_EXPANSION" in err, err
+
+
+@pytest.mark.parametrize(("size", "words"), [
+    (100_000, ["--img-size 100000", "4,096", "gpunet.limits.MAX_IMAGE_SIZE"]),  # the issue's --img-size 100000
+    (0, ["--img-size 0", "minimum of 32"]), (-5, ["minimum"]), (16, ["minimum"]),
+    (224.0, ["whole number"]), ("224", ["whole number"]), (True, ["whole number"]),
+])
+def test_check_image_size(size: Any, words: list[str]) -> None:
+    with pytest.raises(SettingError) as info:
+        check_image_size(size)
+    for word in words:
+        assert word in str(info.value), (word, str(info.value))
+
+
+def test_check_image_size_accepts_usable_sizes() -> None:
+    assert [check_image_size(s, setting="img_size") for s in (32, 224, 528, 4096)] == [32, 224, 528, 4096]
+    with pytest.raises(SettingError, match="img_size 5000"):
+        check_image_size(5000, setting="img_size")
+
+
+def test_check_num_classes() -> None:
+    assert limits.check_num_classes(0) == 0 and limits.check_num_classes(21841) == 21841
+    with pytest.raises(SettingError, match=r"num_classes 1000000000 is over the limit of 100,000"):
+        limits.check_num_classes(10**9)
+    with pytest.raises(SettingError, match="whole number"):
+        limits.check_num_classes(-1)
 
 
 # ---------------------------------------------------------------------------- compact tables

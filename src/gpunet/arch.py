@@ -9,6 +9,10 @@ decodes the compact tables in which the released models are written (see `zoo.py
 
 Every error is an `ArchitectureError` that names the entry index (0 = the `data`
 entry, as in NVIDIA's list) and the field.
+
+Resource limits (`gpunet.limits`) are checked when an `Architecture` is made, before
+anything is allocated: a JSON asking for 10^9 channels or classes, a kernel of 10001 or an
+expansion of 10^6 is refused with the value and the limit.
 """
 
 from __future__ import annotations
@@ -19,9 +23,10 @@ from dataclasses import dataclass, field, fields
 from typing import Any, ClassVar
 
 from gpunet.errors import ArchitectureError
+from gpunet.limits import MAX_IMAGE_SIZE, check_architecture_size, layer_limit_problem, over
+from gpunet.limits import check_image_size as check_image_size  # the image-size limit, here too
 
 ACTIVATIONS = ("relu", "swish", "silu")
-
 
 @dataclass(frozen=True)
 class _Spec:
@@ -311,12 +316,18 @@ def _validate(arch: Architecture) -> None:
     if _positive_int(arch.img_resolution):
         raise ArchitectureError(f"expected a positive integer, got {arch.img_resolution!r}", source=src,
                                 index=0, field_name="img_resolution")
+    if arch.img_resolution > MAX_IMAGE_SIZE:
+        raise ArchitectureError(over(arch.img_resolution, "MAX_IMAGE_SIZE"), source=src, index=0,
+                                field_name="img_resolution")
     layers = arch.layers
     if len(layers) < 2:
         raise ArchitectureError("needs at least a head and a tail entry after 'data'", source=src)
     for i, layer in enumerate(layers, start=1):
         def err(msg: str, fld: str | None = None, i: int = i, layer: LayerSpec = layer) -> ArchitectureError:
             return ArchitectureError(msg, source=src, index=i, layer_type=layer.layer_type, field_name=fld)
+
+        if problem := layer_limit_problem(layer):
+            raise err(*problem)
 
         is_head, is_tail = isinstance(layer, HeadSpec), isinstance(layer, TailSpec)
         if i == 1 and not is_head:
@@ -332,6 +343,7 @@ def _validate(arch: Architecture) -> None:
                 raise err(f"num_in_channels is {layer.in_channels} but entry {i - 1} ({prev.layer_type}) "
                           f"outputs {prev.out_channels} channels", "num_in_channels")
         _validate_path(layer, arch.distill, err)
+    check_architecture_size(arch)
 
 
 def _validate_path(layer: LayerSpec, distill: bool, err: Any) -> None:

@@ -13,7 +13,6 @@ architecture, per block kind, and mapped to ours (`stages.3.0.pw.conv`).
 
 from __future__ import annotations
 
-import io
 import json
 import logging
 import os
@@ -23,7 +22,7 @@ import zipfile
 import zlib
 from collections import OrderedDict
 from collections.abc import Callable, Mapping
-from typing import Any
+from typing import IO, Any
 
 import torch
 from safetensors import SafetensorError, safe_open
@@ -32,7 +31,7 @@ from torch import nn
 
 from gpunet import hub
 from gpunet._deprecation import moved
-from gpunet._io import atomic_write
+from gpunet._io import atomic_write, check_zip_sizes, extract_zip_member
 from gpunet.arch import Architecture, HeadSpec, LayerSpec, TailSpec, loads_json
 from gpunet.blocks import is_fused
 from gpunet.builder import layer_module_paths
@@ -138,8 +137,26 @@ def to_nvidia(state_dict: Mapping[str, torch.Tensor], arch: Architecture) -> Ord
 # ---------------------------------------------------------------------------- reading files
 
 def read_checkpoint(path: str | os.PathLike[str]) -> tuple[OrderedDict[str, torch.Tensor], dict[str, str]]:
-    """Read any supported checkpoint file -> (state dict, metadata); keys unchanged but `module.` stripped."""
+    """Read any supported checkpoint file -> (state dict, metadata); keys unchanged but `module.` stripped.
+
+    A file in the download cache that cannot be read gets, in its error, the command that clears it.
+    """
     path = os.fspath(path)
+    try:
+        return _read_checkpoint(path)
+    except WeightsError as exc:
+        hint = hub.cache_entry_hint(path)
+        if not hint:
+            raise
+        raise WeightsError(f"{exc}. {hint}") from None
+
+
+def verify_checkpoint(path: str | os.PathLike[str]) -> None:
+    """Raise `WeightsError` unless `path` reads as a checkpoint (the download cache's loadability check)."""
+    _read_checkpoint(os.fspath(path))
+
+
+def _read_checkpoint(path: str) -> tuple[OrderedDict[str, torch.Tensor], dict[str, str]]:
     if not os.path.exists(path):
         raise WeightsError(f"{path}: file not found")
     if os.path.isdir(path):
@@ -151,8 +168,8 @@ def read_checkpoint(path: str | os.PathLike[str]) -> tuple[OrderedDict[str, torc
         raise WeightsError(f"{path}: empty file (0 bytes), not a checkpoint; download or write it again")
     if _looks_like_safetensors(head):
         return _read_safetensors(path)
-    if zipfile.is_zipfile(path) and not _is_torch_zip(path):
-        return _read_ngc_zip(path)
+    if zipfile.is_zipfile(path):
+        return _read_zip(path)
     return _extract_state_dict(_torch_load(path, path), path), {}
 
 
@@ -160,12 +177,43 @@ def _looks_like_safetensors(head: bytes) -> bool:
     return len(head) >= 9 and head[8:9] == b"{" and int.from_bytes(head[:8], "little") < (1 << 30)
 
 
-def _is_torch_zip(path: str) -> bool:
+def _read_zip(path: str) -> tuple[OrderedDict[str, torch.Tensor], dict[str, str]]:
+    """torch's own zip format or an NGC archive; the sizes the archive declares are checked first."""
     try:
         with zipfile.ZipFile(path) as zf:
-            return any(n.endswith("/data.pkl") or n == "data.pkl" for n in zf.namelist())
-    except zipfile.BadZipFile:
-        return False
+            check_zip_sizes(zf, path)
+            if any(n.endswith("/data.pkl") or n == "data.pkl" for n in zf.namelist()):
+                member = None  # torch.save's format: torch reads it (stored members, bounded by the file)
+            else:
+                member = _ngc_member(zf, path)
+                data = extract_zip_member(zf, member, path)
+    except (zipfile.BadZipFile, zipfile.LargeZipFile, EOFError, OSError, zlib.error) as exc:
+        raise WeightsError(f"{path}: corrupt or truncated zip archive ({exc}); download it again") from None
+    if member is None:
+        return _extract_state_dict(_torch_load(path, path), path), {}
+    with data:
+        return _read_ngc_member(data, f"{path}!{member.filename}")
+
+
+def _ngc_member(zf: zipfile.ZipFile, path: str) -> zipfile.ZipInfo:
+    """An NGC archive holds exactly one checkpoint member, whatever its name."""
+    members = [i for i in zf.infolist() if not i.is_dir() and i.filename.endswith(CHECKPOINT_SUFFIXES)]
+    if len(members) != 1:
+        names = [i.filename for i in zf.infolist()]
+        raise WeightsError(f"{path}: expected one checkpoint (.pth.tar/.pth/.pt/.safetensors) in the "
+                           f"zip, found {len(members)}; members: {_first(names)}")
+    return members[0]
+
+
+def _read_ngc_member(data: IO[bytes], member: str) -> tuple[OrderedDict[str, torch.Tensor], dict[str, str]]:
+    if member.endswith(".safetensors"):
+        from safetensors.torch import load as load_safetensors_bytes
+
+        try:
+            return OrderedDict(load_safetensors_bytes(data.read())), {}
+        except (SafetensorError, ValueError) as exc:
+            raise WeightsError(f"{member}: corrupt or truncated .safetensors file ({exc})") from None
+    return _extract_state_dict(_torch_load(data, member), member), {}
 
 
 def _read_safetensors(path: str, tensors: bool = True) -> tuple[OrderedDict[str, torch.Tensor], dict[str, str]]:
@@ -179,34 +227,11 @@ def _read_safetensors(path: str, tensors: bool = True) -> tuple[OrderedDict[str,
         raise WeightsError(f"{path}: corrupt or truncated .safetensors file ({exc})") from None
 
 
-def _read_ngc_zip(path: str) -> tuple[OrderedDict[str, torch.Tensor], dict[str, str]]:
-    """An NGC archive: exactly one checkpoint member, whatever its name."""
-    try:
-        with zipfile.ZipFile(path) as zf:
-            members = [i for i in zf.infolist() if not i.is_dir() and i.filename.endswith(CHECKPOINT_SUFFIXES)]
-            if len(members) != 1:
-                names = [i.filename for i in zf.infolist()]
-                raise WeightsError(f"{path}: expected one checkpoint (.pth.tar/.pth/.pt/.safetensors) in the "
-                                   f"zip, found {len(members)}; members: {_first(names)}")
-            data = zf.read(members[0])
-    except (zipfile.BadZipFile, zipfile.LargeZipFile, EOFError, OSError, zlib.error) as exc:
-        raise WeightsError(f"{path}: corrupt or truncated zip archive ({exc}); download it again") from None
-    member = f"{path}!{members[0].filename}"
-    if members[0].filename.endswith(".safetensors"):
-        from safetensors.torch import load as load_safetensors_bytes
-
-        try:
-            return OrderedDict(load_safetensors_bytes(data)), {}
-        except (SafetensorError, ValueError) as exc:
-            raise WeightsError(f"{member}: corrupt or truncated .safetensors file ({exc})") from None
-    return _extract_state_dict(_torch_load(io.BytesIO(data), member), member), {}
-
-
 class PickledNamespace(types.SimpleNamespace):
     """Stands in for the `argparse.Namespace` NVIDIA's checkpoints pickle as `args` (its fields, no argparse)."""
 
 
-def _torch_load(f: str | io.BytesIO, name: str) -> Any:
+def _torch_load(f: str | IO[bytes], name: str) -> Any:
     try:
         with torch.serialization.safe_globals([(PickledNamespace, "argparse.Namespace")]):
             return torch.load(f, map_location="cpu", weights_only=True)
@@ -266,7 +291,7 @@ def resolve_weights_path(source: str | os.PathLike[str], progress: bool = True) 
     """A local path for `source`, downloading URLs into the cache."""
     text = os.fspath(source)
     if hub.is_url(text):
-        return os.fspath(hub.download(text, progress=progress, hint=OFFLINE_HINT))
+        return os.fspath(hub.download(text, progress=progress, hint=OFFLINE_HINT, verify=verify_checkpoint))
     return text
 
 
