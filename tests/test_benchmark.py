@@ -5,17 +5,33 @@ from __future__ import annotations
 import csv
 import json
 import math
+import os
+import signal
+import subprocess
+import sys
+import time
 from pathlib import Path
 
 import pytest
 import torch
 
-from gpunet.bench import BACKEND_BUILDERS, BACKENDS, CSV_FIELDS, BenchmarkConfig, benchmark, measure_peak
+from gpunet.bench import (
+    BACKEND_BUILDERS,
+    BACKENDS,
+    CSV_FIELDS,
+    BackendRequest,
+    BenchmarkConfig,
+    Built,
+    benchmark,
+    measure_peak,
+)
 from gpunet.cli import main
+from gpunet.device import resolve_device
 from gpunet.errors import BenchmarkError
 from gpunet.timing import percentile
 
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
+DEVICE = str(resolve_device("auto"))  # what a run without --device measures on: cuda on a GPU machine
 RECORD_KEYS = {"model", "backend", "precision", "batch", "img_size", "threads", "device", "median_ms", "p90_ms",
                "p99_ms", "images_per_s", "gflops", "peak_gflops", "peak_share", "skipped", "reason"}
 
@@ -66,7 +82,7 @@ def test_tiny_run_writes_json(tiny_run: tuple[Path, int]) -> None:
     assert models == {"gpunet_0", "timm:mobilenetv3_small_050"}
     for r in recs:
         assert RECORD_KEYS <= set(r)
-        assert r["img_size"] == 64 and r["threads"] == 1 and r["device"] == "cpu"
+        assert r["img_size"] == 64 and r["threads"] == 1 and r["device"] == DEVICE  # --device auto
     ran = [r for r in recs if not r["skipped"]]
     assert {(r["model"], r["backend"], r["batch"]) for r in ran} >= {
         (m, b, n) for m in models for b in ("eager", "fused") for n in (1, 2)}
@@ -81,9 +97,9 @@ def test_tiny_run_writes_json(tiny_run: tuple[Path, int]) -> None:
     if not torch.cuda.is_available():
         cg = [r for r in recs if r["backend"] == "cudagraph"]
         assert cg and all(r["skipped"] and "CUDA" in r["reason"] for r in cg)
-    if _have_export():
+    if _have_export() and DEVICE == "cpu":  # on CUDA: only with onnxruntime-gpu
         assert any(r["backend"] == "onnxruntime" and not r["skipped"] for r in recs)
-    if _have_openvino():
+    if _have_openvino() and DEVICE == "cpu":  # OpenVINO runs on the CPU only here
         ov = [r for r in ran if r["backend"] == "openvino"]
         assert {(r["model"], r["batch"]) for r in ov} == {(m, n) for m in models for n in (1, 2)}
         assert all("f32 inference precision" in r["note"] for r in ov)
@@ -138,6 +154,7 @@ def test_openvino_runs_bf16(tmp_path: Path) -> None:
     """bf16 inputs reach OpenVINO as float32 (numpy has no bfloat16); it computes in bf16 where the CPU can."""
     code = run_benchmark("--models", "gpunet_0", "--img-size", "32", "--batch-sizes", "1", "--repeats", "1",
                                "--warmup", "1", "--threads", "1", "--backends", "openvino", "--precision", "bf16",
+                               "--device", "cpu",  # OpenVINO's CPU plugin, also on a GPU machine
                                "--no-plots", "--quiet", "--output", str(tmp_path))
     assert code == 0
     (rec,) = json.loads((tmp_path / "results.json").read_text())["records"]
@@ -199,3 +216,88 @@ def test_old_module_path_is_deprecated() -> None:
         assert old.run_benchmark is new_run
     with pytest.deprecated_call():
         assert old.percentile is percentile
+
+
+# ---------------------------------------------------------------------------- failures and crashes lose nothing
+
+def test_backend_failing_while_timed_is_recorded_and_the_run_goes_on(monkeypatch: pytest.MonkeyPatch) -> None:
+    """A runner that breaks on its third call (after warm-up): that backend is recorded as failed, at every batch
+    size, and the others are measured; `on_record` sees each record as it is done."""
+    monkeypatch.setattr("gpunet.bench.run.measure_peak", lambda device, dtype: {"peak_gflops": 1.0})
+    real = BACKEND_BUILDERS["fused"]
+    calls = {"n": 0}
+
+    def breaking(req: BackendRequest) -> Built:
+        built = real(req)
+
+        def run(x: torch.Tensor) -> torch.Tensor:
+            calls["n"] += 1
+            if calls["n"] >= 3:
+                raise RuntimeError("CUDA error: an illegal memory access was encountered\nmore lines")
+            return built.run(x)
+
+        return Built(run, built.note, built.channels_last)
+
+    monkeypatch.setitem(BACKEND_BUILDERS, "fused", breaking)
+    seen: list[int] = []
+    results = benchmark(BenchmarkConfig(models=("gpunet_0",), backends=("eager", "fused"), batch_sizes=(1, 2),
+                                        img_size=32, device="cpu", threads=1, warmup=1, repeats=3),
+                        on_record=lambda partial: seen.append(len(partial["records"])))
+    recs = {(r["backend"], r["batch"]): r for r in results["records"]}
+    assert seen == [1, 2, 3, 4]
+    assert all(not recs[("eager", b)]["skipped"] and recs[("eager", b)]["repeats"] == 3 for b in (1, 2))
+    for b in (1, 2):
+        r = recs[("fused", b)]
+        assert r["skipped"] and r["median_ms"] is None and r["times_ms"] == []
+        assert r["reason"] == "failed: RuntimeError: CUDA error: an illegal memory access was encountered"
+    assert calls["n"] == 3  # not built or called again for batch 2
+
+
+def test_killed_run_keeps_its_finished_records(tmp_path: Path) -> None:
+    """results.json is rewritten atomically after every record: SIGKILL mid-run leaves the finished ones readable."""
+    out = tmp_path / "out"
+    cmd = [sys.executable, "-m", "gpunet", "benchmark", "--models", "gpunet_0", "--img-size", "96", "--device", "cpu",
+           "--batch-sizes", ",".join(str(b) for b in range(1, 17)), "--backends", "eager", "--repeats", "5",
+           "--warmup", "0", "--threads", "1", "--no-plots", "--quiet", "-o", str(out)]
+    proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
+                            env={**os.environ, "OMP_NUM_THREADS": "1", "PYTHONWARNINGS": "ignore"})
+    try:
+        deadline = time.monotonic() + 120
+        while time.monotonic() < deadline and proc.poll() is None:
+            if (out / "results.json").exists() and len(json.loads((out / "results.json").read_text())["records"]) >= 2:
+                break
+            time.sleep(0.05)
+        assert proc.poll() is None, "the run ended before it could be killed: " + proc.stderr.read().decode()[-500:]
+        proc.send_signal(signal.SIGKILL)
+        proc.wait(timeout=30)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    data = json.loads((out / "results.json").read_text())
+    recs = data["records"]
+    assert 2 <= len(recs) < 16 and [r["batch"] for r in recs] == list(range(1, len(recs) + 1))
+    assert all(not r["skipped"] and r["median_ms"] > 0 for r in recs)
+    with open(out / "results.csv", newline="") as f:
+        assert len(list(csv.DictReader(f))) >= len(recs) - 1  # written right after the JSON, same record
+
+
+def test_pytorch_backends_on_cpu_and_settings_restored() -> None:
+    """The plan-built backends on CPU (CUDA-only ones skipped with a reason, peers never padded), and the run's
+    settings (torch.compile's recompile limit, cuDNN autotuning) are the caller's again afterwards."""
+    import torch._dynamo
+
+    limit, autotune = torch._dynamo.config.cache_size_limit, torch.backends.cudnn.benchmark
+    results = benchmark(BenchmarkConfig(models=("gpunet_0",), peers=("timm:mobilenetv3_small_050",),
+                                        backends=("fused", "padded", "cudagraph", "padded-cudagraph",
+                                                  "compile-cudagraph", "auto"),
+                                        batch_sizes=(1,), img_size=32, device="cpu", threads=1, warmup=0, repeats=1))
+    recs = {(r["model"], r["backend"]): r for r in results["records"]}
+    assert torch._dynamo.config.cache_size_limit == limit and torch.backends.cudnn.benchmark == autotune
+    for backend in ("cudagraph", "padded-cudagraph", "compile-cudagraph"):
+        assert recs[("gpunet_0", backend)]["reason"] == f"{backend} needs CUDA (CUDA graphs)"
+    assert recs[("gpunet_0", "padded")]["note"] == "fused, channels_last, channels padded to 8, fp32"
+    assert recs[("gpunet_0", "auto")]["note"] == "fused, channels_last, fp32"  # the CPU path
+    assert recs[("timm:mobilenetv3_small_050", "padded")]["reason"] == "padded: GPUNets only"
+    peer_auto = recs[("timm:mobilenetv3_small_050", "auto")]
+    assert not peer_auto["skipped"] and peer_auto["note"].startswith("timm model (no BN folding)")
+    assert not any(r["reason"].startswith("failed") for r in results["records"])

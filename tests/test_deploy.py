@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import copy
+import importlib.util
 import shutil
 
 import pytest
@@ -12,6 +13,8 @@ from torch import nn
 import gpunet
 from gpunet.blocks import ConvBnAct, is_fused
 from gpunet.deploy import capture_cuda_graph, fuse, optimize_for_inference
+from gpunet.deploy.optimize import CudaGraphModule, cudnn_autotune, plan_inference
+from gpunet.errors import SettingError
 from gpunet.weights import WeightsError, save_safetensors_checkpoint
 
 pytestmark = pytest.mark.usefixtures("single_thread_torch")
@@ -189,3 +192,69 @@ def test_old_deploy_names_are_the_package_functions() -> None:
     from gpunet.deploy.optimize import fuse as fuse_impl
 
     assert deploy.fuse is fuse_impl is gpunet.fuse and callable(deploy.optimize_for_inference)
+
+
+# ---------------------------------------------------------------------------- the plan: which steps for which device
+
+def test_auto_plan_per_device() -> None:
+    """mode="auto": on CUDA padding, inductor's tuned kernels (when Triton is there) and our CUDA graph; on CPU the
+    fused channels_last model. Planned without a GPU: the plan is pure logic."""
+    cuda = plan_inference(torch.device("cuda"), mode="auto", precision="fp16")
+    assert (cuda.pad_channels, cuda.cuda_graph, cuda.channels_last, cuda.dtype) == (8, True, True, torch.float16)
+    if importlib.util.find_spec("triton") is not None:
+        assert cuda.compile and cuda.compile_mode == "max-autotune-no-cudagraphs" and not cuda.freeze
+    assert "channels padded to 8" in cuda.describe() and cuda.describe().endswith("CUDA graph")
+    cpu = plan_inference("cpu", mode="auto", precision="bf16")
+    assert (cpu.pad_channels, cpu.cuda_graph, cpu.compile, cpu.dtype) == (None, False, False, torch.bfloat16)
+    assert cpu.describe() == "fused, channels_last, bf16"
+    # what the caller says wins over auto's choice
+    mine = plan_inference(torch.device("cuda"), mode="auto", pad_channels=0, compile=False, cuda_graph=False)
+    assert (mine.pad_channels, mine.compile, mine.cuda_graph) == (None, False, False)
+
+
+def test_plan_refuses_what_cannot_work() -> None:
+    with pytest.raises(SettingError, match="needs a CUDA device"):
+        plan_inference("cpu", cuda_graph=True)
+    with pytest.raises(SettingError, match="inductor's own CUDA graphs|own CUDA graphs"):
+        plan_inference(torch.device("cuda"), compile=True, compile_mode="reduce-overhead", cuda_graph=True)
+    with pytest.raises(SettingError, match="disagree"):
+        plan_inference("cpu", precision="bf16", dtype=torch.float32)
+    with pytest.raises(SettingError, match="precision"):
+        plan_inference("cpu", precision="fp8")
+    with pytest.raises(SettingError, match="mode"):
+        plan_inference("cpu", mode="fastest")
+    with pytest.raises(SettingError, match="CUDA"):
+        optimize_for_inference(gpunet.create_model("gpunet_0"), cuda_graph=True)
+
+
+def test_auto_mode_on_cpu_equals_plain() -> None:
+    model = randomise_bn(gpunet.create_model("gpunet_p0"))
+    x = torch.randn(2, 3, 96, 96)
+    with torch.inference_mode():
+        ref = model(x)
+        fast = optimize_for_inference(copy.deepcopy(model), mode="auto", device="cpu")
+        _close(fast(x.contiguous(memory_format=torch.channels_last)), ref)
+
+
+def test_cudnn_autotune_is_scoped() -> None:
+    """cuDNN autotuning is process-wide state: switched for the block only, restored even after an error."""
+    before = torch.backends.cudnn.benchmark
+    try:
+        for start in (False, True):
+            torch.backends.cudnn.benchmark = start
+            with cudnn_autotune(not start):
+                assert torch.backends.cudnn.benchmark is (not start)
+            assert torch.backends.cudnn.benchmark is start
+            with pytest.raises(RuntimeError), cudnn_autotune(not start):
+                raise RuntimeError("boom")
+            assert torch.backends.cudnn.benchmark is start
+    finally:
+        torch.backends.cudnn.benchmark = before
+
+
+def test_cuda_graph_module_needs_cuda_input() -> None:
+    graphed = CudaGraphModule(gpunet.create_model("gpunet_0"))
+    with pytest.raises(SettingError, match="CUDA input"):
+        graphed(torch.randn(1, 3, 32, 32))
+    with pytest.raises(SettingError, match=">= 1"):
+        CudaGraphModule(nn.Identity(), max_graphs=0)

@@ -11,6 +11,7 @@ reason. The exported-file backends (ONNX Runtime, OpenVINO) run through
 from __future__ import annotations
 
 import copy
+import functools
 import os
 import shutil
 from collections.abc import Callable
@@ -30,7 +31,7 @@ if TYPE_CHECKING:
     from gpunet.deploy.runtime import Runner as FileRunner
 
 Runner = Callable[[torch.Tensor], Any]
-PEER_NOTE = "channels_last (timm model: no BN folding)"
+PEER_NOTE = "timm model (no BN folding)"
 
 
 class Skip(Exception):
@@ -79,67 +80,70 @@ def build_runner(backend: str, request: BackendRequest) -> Built:
 
 # ---------------------------------------------------------------------------- PyTorch backends
 
+# the PyTorch backends beyond eager: each is a set of `gpunet.deploy.optimize.plan_inference` arguments
+PLAN_OPTIONS: dict[str, dict[str, Any]] = {
+    "fused": {}, "padded": {"pad_channels": 8}, "fused-microbatch": {"micro_batch": 1}, "compile": {"compile": True},
+    "cudagraph": {"cuda_graph": True}, "padded-cudagraph": {"pad_channels": 8, "cuda_graph": True},
+    "compile-cudagraph": {"compile": True, "cuda_graph": True}, "auto": {"mode": "auto"},
+}
+
+
 def _eager(req: BackendRequest) -> Built:
     m = copy.deepcopy(req.model).to(device=req.device, dtype=req.dtype).eval()
     return Built(m, "unfused, contiguous NCHW", False)
 
 
-def _fused_model(req: BackendRequest, **options: Any) -> nn.Module:
-    from gpunet.deploy import optimize_for_inference
-
-    return optimize_for_inference(copy.deepcopy(req.model).to(req.device), dtype=req.dtype, **options)
-
-
-def _peer_model(req: BackendRequest) -> nn.Module:
-    """A timm peer in channels_last (no BN folding: `optimize_for_inference` is for GPUNets)."""
-    m = copy.deepcopy(req.model).eval().to(device=req.device, dtype=req.dtype)
-    return m.to(memory_format=torch.channels_last)
+def _planned(backend: str) -> Callable[[BackendRequest], Built]:
+    """The builder of a PyTorch backend of `PLAN_OPTIONS`."""
+    return functools.partial(_plan_built, backend)
 
 
-def _fused(req: BackendRequest) -> Built:
-    if not req.spec.is_gpunet:
-        return Built(_peer_model(req), PEER_NOTE, True)
-    return Built(_fused_model(req), "optimize_for_inference: BN folded, channels_last", True)
+def _plan_built(backend: str, req: BackendRequest) -> Built:
+    """`optimize_for_inference`'s steps for `backend` on a copy of the model; timm peers are not padded.
+
+    Compiled backends specialise on each batch size (`dynamic=False`: the fastest kernels per
+    shape); CUDA-graph backends capture one graph per batch size at their first (warm-up) call
+    and skip the output copy (the benchmark discards outputs).
+    """
+    from gpunet.deploy.optimize import CudaGraphModule, apply_plan, plan_inference
+
+    options = _backend_options(backend, req)
+    plan = plan_inference(req.device, precision=req.precision, **options)
+    if plan.compile:
+        _check_compile(req.device)
+    model = apply_plan(copy.deepcopy(req.model), plan)
+    if isinstance(model, CudaGraphModule):
+        model.clone_outputs = False
+    note = plan.describe() if req.spec.is_gpunet else f"{PEER_NOTE}: {plan.describe().removeprefix('fused, ')}"
+    return Built(model, note, plan.channels_last)
 
 
-def _fused_microbatch(req: BackendRequest) -> Built:
-    if req.device.type != "cpu":
+def _backend_options(backend: str, req: BackendRequest) -> dict[str, Any]:
+    """`PLAN_OPTIONS[backend]` for this request, or Skip where the backend cannot run."""
+    options = dict(PLAN_OPTIONS[backend])
+    cuda = req.device.type == "cuda"
+    if options.get("cuda_graph") and not cuda:
+        raise Skip(f"{backend} needs CUDA (CUDA graphs)")
+    if backend == "fused-microbatch" and cuda:
         raise Skip("fused-microbatch is a CPU technique (cache blocking); on CUDA use fused/cudagraph")
     if not req.spec.is_gpunet:
-        raise Skip("fused-microbatch: GPUNets only")
-    return Built(_fused_model(req, micro_batch=1),
-                 "optimize_for_inference(micro_batch=1): fused, channels_last, one image at a time", True)
+        if backend == "fused-microbatch" or options.get("pad_channels"):
+            raise Skip(f"{backend}: GPUNets only")
+        if backend == "auto":
+            options["pad_channels"] = 0  # a peer keeps its widths
+    if cuda and (options.get("compile") or backend == "auto"):
+        options["dynamic"] = False
+    return options
 
 
 def _check_compile(device: torch.device) -> None:
     if not hasattr(torch, "compile"):
         raise Skip("torch.compile is not available in this PyTorch")
+    if device.type == "cuda" and not importable("triton"):
+        raise Skip("torch.compile on CUDA needs Triton (not installed)")
     if device.type == "cpu" and not (shutil.which(os.environ.get("CXX", "g++")) or shutil.which("c++")
                                      or shutil.which("clang++")):
         raise Skip("torch.compile on CPU needs a C++ compiler (none found)")
-
-
-def _compile(req: BackendRequest) -> Built:
-    _check_compile(req.device)
-    cuda = req.device.type == "cuda"
-    if not req.spec.is_gpunet:
-        m = _peer_model(req)
-        compiled = torch.compile(m, mode="reduce-overhead") if cuda else torch.compile(m, options={"freezing": True})
-        return Built(compiled, PEER_NOTE + ", torch.compile", True)
-    mode = "reduce-overhead (CUDA graphs)" if cuda else "inductor, freezing"
-    return Built(_fused_model(req, compile=True), f"optimize_for_inference(compile=True): {mode}", True)
-
-
-def _cudagraph(req: BackendRequest) -> Built:
-    if req.device.type != "cuda":
-        raise Skip("cudagraph needs CUDA")
-    from gpunet.deploy import capture_cuda_graph
-
-    if req.spec.is_gpunet:
-        m, note = _fused_model(req), "fused + channels_last + CUDA graph"
-    else:
-        m, note = _peer_model(req), PEER_NOTE + ", CUDA graph"
-    return Built(capture_cuda_graph(m, req.example.to(memory_format=torch.channels_last)), note, True)
 
 
 # ---------------------------------------------------------------------------- exported-file backends
@@ -285,7 +289,7 @@ def _tensorrt(req: BackendRequest) -> Built:
 
 # the registry: BACKENDS (gpunet.bench.config) names exactly these, in this order
 BACKEND_BUILDERS: dict[str, Callable[[BackendRequest], Built]] = {
-    "eager": _eager, "fused": _fused, "fused-microbatch": _fused_microbatch, "compile": _compile,
-    "cudagraph": _cudagraph, "onnxruntime": _onnxruntime, "onnxruntime-int8": _onnxruntime_int8,
+    "eager": _eager, **{name: _planned(name) for name in PLAN_OPTIONS},
+    "onnxruntime": _onnxruntime, "onnxruntime-int8": _onnxruntime_int8,
     "openvino": _openvino, "openvino-int8": _openvino_int8, "tensorrt": _tensorrt,
 }

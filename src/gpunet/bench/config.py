@@ -9,10 +9,11 @@ import torch
 
 from gpunet.errors import BenchmarkError
 
-BACKENDS = ("eager", "fused", "fused-microbatch", "compile", "cudagraph", "onnxruntime", "onnxruntime-int8", "openvino",
-            "openvino-int8", "tensorrt")
+BACKENDS = ("eager", "fused", "padded", "fused-microbatch", "compile", "cudagraph", "padded-cudagraph",
+            "compile-cudagraph", "auto", "onnxruntime", "onnxruntime-int8", "openvino", "openvino-int8", "tensorrt")
 DEFAULT_BACKENDS = "eager,fused,compile,onnxruntime,openvino"
-PER_BATCH_BACKENDS = ("cudagraph", "tensorrt", "openvino", "openvino-int8")  # built for one input shape
+PER_BATCH_BACKENDS = ("tensorrt", "openvino", "openvino-int8")  # built for one input shape
+COMPILED_BACKENDS = ("compile", "compile-cudagraph", "auto")  # may call torch.compile
 PRECISIONS = {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}
 
 
@@ -30,7 +31,8 @@ class BenchmarkConfig:
     Comma-separated strings are accepted wherever a list is, as on the command line.
     `threads` sets torch's (and the runtimes') CPU threads for the run only; `settle_ms` is the
     CPU pause before each timed call (see `gpunet.bench.benchmark`). `calibration_dir` holds
-    images for the int8 backends (default: synthetic ones, fine for speed only).
+    images for the int8 backends (default: synthetic ones, fine for speed only). `cudnn_benchmark`
+    turns cuDNN's autotuning on for a CUDA run (restored afterwards).
     """
 
     models: tuple[str, ...] = ("gpunet_d1",)
@@ -45,6 +47,7 @@ class BenchmarkConfig:
     repeats: int = 20
     settle_ms: float = 50.0
     calibration_dir: str | None = None
+    cudnn_benchmark: bool = True
 
     def __post_init__(self) -> None:
         for name in ("models", "peers", "backends", "precisions"):

@@ -56,6 +56,8 @@ def add_benchmark_arguments(parser: argparse.ArgumentParser) -> argparse.Argumen
                         help="CPU: idle pause before each timed call, so the spinning worker threads of the "
                              "previous backend's runtime (OpenMP, ONNX Runtime, OpenVINO) do not steal the cores "
                              "of the next one (default 50; 0 disables)")
+    parser.add_argument("--no-cudnn-benchmark", dest="cudnn_benchmark", action="store_false",
+                        help="CUDA: leave cuDNN's algorithm autotuning off (default: on for the run)")
     parser.add_argument("--calibration-dir", default=None,
                         help="images for the int8 backends' calibration (default: synthetic images)")
     parser.add_argument("--output", "-o", default=None,
@@ -72,15 +74,25 @@ def config_from_args(args: argparse.Namespace) -> BenchmarkConfig:
                            backends=split_list(args.backends), batch_sizes=tuple(args.batch_sizes),
                            precisions=split_list(args.precision), img_size=args.img_size,
                            device=args.device, threads=args.threads, warmup=args.warmup, repeats=args.repeats,
-                           settle_ms=args.settle_ms, calibration_dir=args.calibration_dir)
+                           settle_ms=args.settle_ms, calibration_dir=args.calibration_dir,
+                           cudnn_benchmark=args.cudnn_benchmark)
 
 
 def run_benchmark(args: argparse.Namespace) -> int:
-    """Run, print a summary, write JSON/CSV/PNGs into --output (nothing is written after a usage error)."""
+    """Run, print a summary, write JSON/CSV/PNGs into --output (nothing is written after a usage error).
+
+    results.json and results.csv are rewritten (atomically) after every record, so a run that
+    crashes or is killed keeps what it finished; the plots follow at the end.
+    """
     from gpunet.bench import benchmark, format_summary, write_outputs
 
-    results = benchmark(config_from_args(args), log=(lambda _: None) if args.quiet else err)
+    config = config_from_args(args)
     output = args.output or os.path.join("benchmark", time.strftime("%Y%m%d-%H%M%S"))
+
+    def save(partial: dict[str, Any]) -> None:
+        write_outputs(partial, output, plots=False)
+
+    results = benchmark(config, log=(lambda _: None) if args.quiet else err, on_record=save)
     paths = write_outputs(results, output, plots=not args.no_plots)
     print(format_summary(results))
     print(f"wrote {', '.join(str(p) for p in paths)}")

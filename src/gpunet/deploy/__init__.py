@@ -1,6 +1,8 @@
 """Deployment: a GPUNet made fast in PyTorch, exported to other runtimes, and those files run and quantized.
 
-    optimize     fuse, optimize_for_inference, MicroBatch, capture_cuda_graph (PyTorch itself)
+    optimize     fuse, optimize_for_inference (mode="auto": the best path for the device and precision),
+                 plan_inference/apply_plan, CudaGraphModule, cudnn_autotune, MicroBatch (PyTorch itself)
+    padding      pad_channels: channel counts padded to multiples of 8 with zeros (outputs unchanged)
     common       ExportReport, the exported copy of a model, batch/size checks, the parity check
     metadata     the gpunet keys every exported file carries; set_metadata, read_metadata
     packages     the optional packages (onnx, onnxruntime, openvino): import or say what to install
@@ -21,8 +23,19 @@ from gpunet.deploy.common import ExportReport
 from gpunet.deploy.metadata import read_metadata, set_metadata
 from gpunet.deploy.onnx import export_onnx, onnx_session, trace_onnx
 from gpunet.deploy.openvino import export_openvino, openvino_model
-from gpunet.deploy.optimize import MicroBatch, capture_cuda_graph, fuse, optimize_for_inference
+from gpunet.deploy.optimize import (
+    CudaGraphModule,
+    InferencePlan,
+    MicroBatch,
+    apply_plan,
+    capture_cuda_graph,
+    cudnn_autotune,
+    fuse,
+    optimize_for_inference,
+    plan_inference,
+)
 from gpunet.deploy.packages import openvino_available
+from gpunet.deploy.padding import pad_channels
 from gpunet.deploy.quantize import QuantReport, compare_int8, format_report, onnx_preprocess, quantize_onnx
 from gpunet.deploy.runtime import ExportedModel, Runner, is_exported, open_runner
 from gpunet.deploy.tensorrt import engine_runner, export_tensorrt, tensorrt_available
@@ -30,6 +43,7 @@ from gpunet.deploy.torchscript import export_torchscript
 from gpunet.deploy.triton import export_triton, export_triton_report, triton_config
 
 __all__ = [
+    "CudaGraphModule", "InferencePlan", "apply_plan", "cudnn_autotune", "pad_channels", "plan_inference",
     "ExportReport", "ExportedModel", "MicroBatch", "QuantReport", "Runner", "capture_cuda_graph", "compare_int8",
     "engine_runner", "export_onnx", "export_openvino", "export_tensorrt", "export_torchscript", "export_triton",
     "export_triton_report", "format_report", "fuse", "is_exported", "onnx_preprocess", "onnx_session",
