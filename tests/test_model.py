@@ -15,6 +15,7 @@ from torch import nn
 import gpunet
 from gpunet import builder
 from gpunet.blocks import _Residual
+from gpunet.errors import SettingError
 from gpunet.model import GPUNet, GPUNetFeatures
 from gpunet.weights import WeightsError, save_safetensors_checkpoint
 
@@ -257,7 +258,7 @@ def test_features_load_bare_state_dict(tmp_path: Path) -> None:
     ("gpunet_0", 1280, 1280), ("gpunet_d1", 1984, 1152), ("gpunet_p0", 1984, 1984), ("gpunet_d2", 1984, 1152)])
 def test_forward_features_and_head(name: str, width: int, pre_pool: int) -> None:
     model = gpunet.create_model(name)
-    assert model.num_features == width
+    assert model.num_features == pre_pool and model.head_hidden_size == width  # timm's definitions
     x = _input(2, 48)
     with torch.no_grad():
         f = model.forward_features(x)
@@ -286,7 +287,7 @@ def test_reset_classifier() -> None:
     assert isinstance(model.get_classifier(), nn.Identity) and model.num_classes == 0
     with torch.no_grad():
         torch.testing.assert_close(model(x), pre, rtol=0, atol=0)
-    with pytest.raises(ValueError):
+    with pytest.raises(SettingError, match="global_pool"):
         model.reset_classifier(5, global_pool="max")
 
 
@@ -298,7 +299,7 @@ def test_num_classes_kwarg(name: str) -> None:
         assert model(_input(1, 64)).shape == (1, 21)
     headless = gpunet.create_model(name, num_classes=0)
     with torch.no_grad():
-        assert headless(_input(1, 64)).shape == (1, headless.num_features)
+        assert headless(_input(1, 64)).shape == (1, headless.head_hidden_size)
 
 
 # ---------------------------------------------------------------------------- drop rates
@@ -446,8 +447,10 @@ def test_timm_create_model() -> None:
         assert model(_input(1, 64)).shape == (1, 5)
     dropped = timm.create_model("gpunet_0", drop_rate=0.3, drop_path_rate=0.1)
     assert dropped.drop_rate == 0.3 and dropped.drop_path_rate == 0.1
-    with pytest.raises(ValueError):
-        timm.create_model("gpunet_0", in_chans=1)
+    gray = timm.create_model("gpunet_0", in_chans=1)
+    assert gray.in_chans == 1 and gray.stem[0].conv.in_channels == 1 and gray.arch.head.in_channels == 1
+    with pytest.raises(SettingError, match="in_chans"):
+        timm.create_model("gpunet_0", in_chans=0)
 
 
 def test_timm_features_only() -> None:

@@ -14,6 +14,7 @@ from torch import nn
 
 import gpunet
 from gpunet import weights as W
+from gpunet import zoo
 from gpunet.model import GPUNet
 
 MODEL_NAMES = ("gpunet_0", "gpunet_1", "gpunet_2", "gpunet_p0", "gpunet_p1", "gpunet_d1", "gpunet_d2")
@@ -130,6 +131,8 @@ def test_pretrained_config(reference_models: dict[str, Any], name: str) -> None:
     assert gpunet.get_architecture(name).img_resolution == res
     d = cfg.to_dict()
     assert d["url"] == cfg.url and d["input_size"] == (3, res, res)
+    assert cfg.params == facts["num_params"]  # `gpunet list` reads these without building the model
+    assert cfg.macs == facts["macs_native"]
 
 
 @pytest.mark.parametrize("name", ["gpunet_0", "gpunet_p1", "gpunet_d1"])
@@ -138,7 +141,10 @@ def test_create_model_eval_mode_and_cfg(name: str) -> None:
     assert isinstance(model, GPUNet)
     assert not model.training
     assert not any(m.training for m in model.modules())
-    assert model.pretrained_cfg["url"] == gpunet.get_pretrained_config(name).url
+    cfg = gpunet.get_pretrained_config(name)
+    assert model.pretrained_cfg["ngc_url"] == cfg.url and model.pretrained_cfg["name"] == name
+    assert "url" not in model.pretrained_cfg  # nothing a timm loader would fetch
+    assert model.pretrained_cfg == zoo.model_pretrained_cfg(name) and model.default_cfg is model.pretrained_cfg
     assert model.arch == gpunet.get_architecture(name)
 
 

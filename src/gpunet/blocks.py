@@ -7,6 +7,8 @@ optional activation), which keeps parameter names short and makes BN folding loc
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 import torch
 import torch.nn.functional as F
 from timm.layers import DropPath
@@ -115,25 +117,42 @@ class FusedInvertedResidual(_Residual):
         return self.pwl(self.se(self.exp(x)))
 
 
-def pool_and_classify(x: torch.Tensor, head_proj: nn.Module | None, classifier: nn.Module, *, drop_rate: float = 0.0,
-                      training: bool = False, pre_logits: bool = False) -> torch.Tensor:
-    """Global average pool -> [1x1 projection + ReLU (distilled path)] -> flatten -> dropout -> classifier."""
-    x = x.mean((2, 3), keepdim=True)
-    if head_proj is not None:
-        x = F.relu(head_proj(x))
-    x = x.flatten(1)
-    if pre_logits:
-        return x
-    if drop_rate > 0.0:
-        x = F.dropout(x, p=drop_rate, training=training)
-    return classifier(x)
+class PooledHead(nn.Module):
+    """What follows the head conv: global average pool -> [1x1 projection + ReLU (distilled path)] -> flatten
+    -> dropout -> classifier, as a method (`forward_head`) that TorchScript and torch.fx compile.
+
+    Subclasses set `head_proj` (a 1x1 conv, or None), `classifier`, `drop_rate` and `global_pool`
+    ("avg", or "" for no pooling: projection and classifier then run at every position, the output
+    stays a (N, C, H, W) map).
+    """
+
+    if TYPE_CHECKING:  # set by subclasses; not class annotations, which TorchScript would read
+        head_proj: nn.Module | None
+        classifier: nn.Module
+        drop_rate: float
+        global_pool: str
+
+    def forward_head(self, x: torch.Tensor, pre_logits: bool = False) -> torch.Tensor:
+        if self.global_pool == "avg":
+            x = x.mean((2, 3), keepdim=True)
+        if self.head_proj is not None:
+            x = F.relu(self.head_proj(x))
+        if self.global_pool == "avg":
+            x = x.flatten(1)
+        if pre_logits:
+            return x
+        if self.drop_rate > 0.0:
+            x = F.dropout(x, p=self.drop_rate, training=self.training)
+        if self.global_pool == "avg":
+            return self.classifier(x)
+        return self.classifier(x.permute(0, 2, 3, 1)).permute(0, 3, 1, 2)  # unpooled: classify every position
 
 
-class Tail(nn.Module):
-    """The tail on its own (for per-layer measurements): head conv -> `pool_and_classify`.
+class Tail(PooledHead):
+    """The tail on its own (for per-layer measurements): head conv -> `PooledHead.forward_head`.
 
     GPUNet holds the same three modules at its root (`head`, `head_proj`, `classifier`: NVIDIA's
-    checkpoint names) and runs them through the same function.
+    checkpoint names) and runs them through the same method.
     """
 
     def __init__(self, head: ConvBnAct, head_proj: nn.Conv2d | None, classifier: nn.Module) -> None:
@@ -141,6 +160,8 @@ class Tail(nn.Module):
         self.head = head
         self.head_proj = head_proj
         self.classifier = classifier
+        self.drop_rate = 0.0
+        self.global_pool = "avg"
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return pool_and_classify(self.head(x), self.head_proj, self.classifier)
+        return self.forward_head(self.head(x))

@@ -72,8 +72,9 @@ class Network:
     stem: nn.Sequential
     stages: nn.Sequential
     head: ConvBnAct
-    head_proj: nn.Conv2d | None
-    num_features: int
+    head_proj: nn.Module | None
+    num_features: int  # channels of the head conv's output (the feature map before pooling)
+    head_hidden_size: int  # width after pooling (and the distilled path's projection): the classifier's input
     feature_info: list[FeatureInfo]
 
 
@@ -221,18 +222,24 @@ def build_network(arch: Architecture, drop_path_rate: float | None = None) -> Ne
     """All modules of `arch`, with blocks grouped into stages (`stage_layout`)."""
     rate = default_drop_path_rate(arch) if drop_path_rate is None else drop_path_rate
     schedule = drop_path_schedule(arch, rate)
-    layout = stage_layout(arch)
     stages: list[list[nn.Module]] = []
-    feature_info: list[FeatureInfo] = []
-    reduction = STEM_STRIDE
-    for j, (spec, (stage, _)) in enumerate(zip(arch.blocks, layout, strict=True)):
+    for j, (spec, (stage, _)) in enumerate(zip(arch.blocks, stage_layout(arch), strict=True)):
         if stage == len(stages):
             stages.append([])
         stages[stage].append(build_block(spec, arch.distill, schedule[j]))
-        reduction *= spec.stride
-        if j + 1 == len(layout) or layout[j + 1][0] != stage:
-            feature_info.append(FeatureInfo(spec.out_channels, reduction, f"stages.{stage}"))
 
     tail = build_tail(arch, 0)
     return Network(build_stem(arch), nn.Sequential(*(nn.Sequential(*s) for s in stages)), tail.head,
-                   tail.head_proj, arch.tail.out_channels, feature_info)
+                   tail.head_proj, _tail_width(arch), arch.tail.out_channels, stage_feature_info(arch))
+
+
+def stage_feature_info(arch: Architecture) -> list[FeatureInfo]:
+    """Each stage's output (its last block's): channels, total stride and module name."""
+    layout = stage_layout(arch)
+    feature_info: list[FeatureInfo] = []
+    reduction = STEM_STRIDE
+    for j, (spec, (stage, _)) in enumerate(zip(arch.blocks, layout, strict=True)):
+        reduction *= spec.stride
+        if j + 1 == len(layout) or layout[j + 1][0] != stage:
+            feature_info.append(FeatureInfo(spec.out_channels, reduction, f"stages.{stage}"))
+    return feature_info
