@@ -12,12 +12,12 @@ so `timm.create_model("gpunet_d1")` works in either import order without gpunet 
 
 from __future__ import annotations
 
-import importlib
 from types import ModuleType
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 import wrapt
 
+from gpunet._lazy import lazy_attributes
 from gpunet._version import __version__
 
 if TYPE_CHECKING:
@@ -67,14 +67,7 @@ __all__ = [
 ]
 
 
-def __getattr__(name: str) -> Any:
-    """Load a public name from its module on first access (and keep it: later lookups are plain)."""
-    source = _SOURCES.get(name)
-    if source is None:
-        raise AttributeError(f"module 'gpunet' has no attribute {name!r}")
-    value = getattr(importlib.import_module(source), name)
-    globals()[name] = value
-    return value
+__getattr__ = lazy_attributes(__name__, _SOURCES)
 
 
 def __dir__() -> list[str]:

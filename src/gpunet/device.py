@@ -11,6 +11,7 @@ import torch
 from gpunet.errors import SettingError
 
 DEVICE_HELP = "auto (cuda if available), cpu, cuda or cuda:N"
+PRECISIONS = {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}  # name -> compute dtype
 
 
 def resolve_device(device: str | torch.device | None = "auto") -> torch.device:

@@ -9,24 +9,31 @@ residual adds are not counted. Shapes and MACs come from a forward pass on PyTor
 from __future__ import annotations
 
 import os
-from typing import Any
-
-import torch
-from torch import nn
+from typing import TYPE_CHECKING, Any
 
 from gpunet.arch import Architecture, TailSpec
-from gpunet.builder import layer_geometry
 from gpunet.errors import SettingError
-from gpunet.model import GPUNet
+
+if TYPE_CHECKING:  # torch is imported by the functions that need it: `gpunet list` runs without it
+    import torch
+    from torch import nn
+
+    from gpunet.model import GPUNet
 
 
 def _meta_model(arch: Architecture, num_classes: int | None = None) -> GPUNet:
+    import torch
+
+    from gpunet.model import GPUNet
+
     with torch.device("meta"):
         return GPUNet(arch, num_classes).eval()
 
 
 def _as_model(model_or_name: Any) -> tuple[nn.Module, str | None]:
     """A zoo name / JSON path / Architecture -> meta-device GPUNet; an nn.Module stays itself."""
+    from torch import nn
+
     from gpunet.zoo import resolve_architecture
 
     if isinstance(model_or_name, nn.Module):
@@ -37,6 +44,8 @@ def _as_model(model_or_name: Any) -> tuple[nn.Module, str | None]:
 
 
 def _layer_macs(module: nn.Module, out: torch.Tensor) -> int:
+    from torch import nn
+
     if isinstance(module, nn.Conv2d):
         per_output = (module.in_channels // module.groups) * module.kernel_size[0] * module.kernel_size[1]
         return out[0].numel() * per_output
@@ -48,6 +57,9 @@ def _layer_macs(module: nn.Module, out: torch.Tensor) -> int:
 def _trace(model: nn.Module, img_size: int, watch: dict[str, nn.Module] | None = None) -> tuple[
         int, dict[str, int], dict[str, tuple[int, ...]]]:
     """Forward one image -> (total MACs, MACs per watched module path, output shape per watched path)."""
+    import torch
+    from torch import nn
+
     watch = watch or {}
     total = [0]
     per_path = {p: 0 for p in watch}
@@ -91,6 +103,8 @@ def count_macs(model_or_name: Any, img_size: int | None = None) -> int:
     Accepts a model, a zoo name, a JSON path or an Architecture; GPUNets are measured on a
     meta-device copy of their architecture, so no arithmetic is done.
     """
+    from gpunet.model import GPUNet
+
     model, _ = _as_model(model_or_name)
     arch = getattr(model, "arch", None)
     size = img_size or (arch.img_resolution if arch is not None else 224)
@@ -105,6 +119,9 @@ def count_params(model: nn.Module) -> int:
 
 def describe(model_or_name: Any, img_size: int | None = None) -> dict[str, Any]:
     """Everything `gpunet info` shows: per-layer rows, totals and the pretrained config."""
+
+    from gpunet.builder import layer_geometry
+    from gpunet.model import GPUNet
     from gpunet.zoo import get_pretrained_config
 
     model, name = _as_model(model_or_name)
@@ -131,7 +148,7 @@ def describe(model_or_name: Any, img_size: int | None = None) -> dict[str, Any]:
                                "hidden": g.hidden_channels, "out": layer.out_channels, "se": g.se_channels,
                                "act": g.act}
         if isinstance(layer, TailSpec):
-            row.update(stride=None, out=model.num_classes, hidden=model.num_features,
+            row.update(stride=None, out=model.num_classes, hidden=model.head_hidden_size,
                        output_shape=list(shapes["<tail>.classifier"]),
                        macs=sum(per_path[f"<tail>.{k}"] for k in tail_parts),
                        params=sum(count_params(m) for m in tail_parts.values()))
@@ -145,7 +162,7 @@ def describe(model_or_name: Any, img_size: int | None = None) -> dict[str, Any]:
         "model": name or os.fspath(getattr(arch, "source", None) or "custom"),
         "display_name": cfg["display_name"] if cfg else None,
         "img_size": size, "native_resolution": arch.img_resolution, "distill": arch.distill,
-        "num_classes": model.num_classes, "num_features": model.num_features,
+        "num_classes": model.num_classes, "num_features": model.head_hidden_size,
         "params": count_params(model), "macs": total,
         "macs_224": total if size == 224 else count_macs(model, 224),
         "layers": rows, "pretrained_cfg": cfg,
@@ -158,11 +175,9 @@ def list_rows() -> list[dict[str, Any]]:
 
     rows = []
     for name in list_models():
-        cfg = get_pretrained_config(name)
-        model = _meta_model(get_architecture(name))
+        cfg = get_pretrained_config(name)  # params and MACs as tabulated (test_zoo checks them against NVIDIA's)
         rows.append({"name": name, "display_name": cfg.display_name, "resolution": cfg.input_size[-1],
-                     "crop_pct": cfg.crop_pct, "params": count_params(model),
-                     "macs": count_macs(model, cfg.input_size[-1]), "top1": cfg.top1,
+                     "crop_pct": cfg.crop_pct, "params": cfg.params, "macs": cfg.macs, "top1": cfg.top1,
                      "latency_ms_v100": cfg.latency_ms_v100, "latency_ms_a100": cfg.latency_ms_a100,
                      "distilled": get_architecture(name).distill, "teacher": cfg.teacher})
     return rows

@@ -14,13 +14,43 @@
 - `report`: JSON / CSV / PNG outputs and the text summary.
 """
 
-from gpunet.bench.backends import BACKEND_BUILDERS, BackendRequest, Built, Runner, Skip, build_runner
-from gpunet.bench.config import BACKENDS, DEFAULT_BACKENDS, PER_BATCH_BACKENDS, PRECISIONS, BenchmarkConfig
-from gpunet.bench.machine import PEAK_SIZE, machine_info, measure_peak
-from gpunet.bench.models import ModelSpec, resolve_models
-from gpunet.bench.records import CSV_FIELDS, Record
-from gpunet.bench.report import format_summary, plot_results, write_outputs
-from gpunet.bench.run import benchmark
+from typing import TYPE_CHECKING
+
+from gpunet._lazy import lazy_attributes
+
+if TYPE_CHECKING:
+    from gpunet.bench.backends import BACKEND_BUILDERS, BackendRequest, Built, Runner, Skip, build_runner
+    from gpunet.bench.config import BACKENDS, DEFAULT_BACKENDS, PER_BATCH_BACKENDS, PRECISIONS, BenchmarkConfig
+    from gpunet.bench.machine import PEAK_SIZE, machine_info, measure_peak
+    from gpunet.bench.models import ModelSpec, resolve_models
+    from gpunet.bench.records import CSV_FIELDS, Record
+    from gpunet.bench.report import format_summary, plot_results, write_outputs
+    from gpunet.bench.run import benchmark
+
+_SOURCES = {
+    "BACKEND_BUILDERS": "gpunet.bench.backends",
+    "BackendRequest": "gpunet.bench.backends",
+    "Built": "gpunet.bench.backends",
+    "Runner": "gpunet.bench.backends",
+    "Skip": "gpunet.bench.backends",
+    "build_runner": "gpunet.bench.backends",
+    "BACKENDS": "gpunet.bench.config",
+    "DEFAULT_BACKENDS": "gpunet.bench.config",
+    "PER_BATCH_BACKENDS": "gpunet.bench.config",
+    "PRECISIONS": "gpunet.bench.config",
+    "BenchmarkConfig": "gpunet.bench.config",
+    "PEAK_SIZE": "gpunet.bench.machine",
+    "machine_info": "gpunet.bench.machine",
+    "measure_peak": "gpunet.bench.machine",
+    "ModelSpec": "gpunet.bench.models",
+    "resolve_models": "gpunet.bench.models",
+    "CSV_FIELDS": "gpunet.bench.records",
+    "Record": "gpunet.bench.records",
+    "format_summary": "gpunet.bench.report",
+    "plot_results": "gpunet.bench.report",
+    "write_outputs": "gpunet.bench.report",
+    "benchmark": "gpunet.bench.run",
+}
 
 __all__ = [
     "BACKENDS", "BACKEND_BUILDERS", "CSV_FIELDS", "DEFAULT_BACKENDS", "PEAK_SIZE", "PER_BATCH_BACKENDS", "PRECISIONS",
@@ -28,3 +58,5 @@ __all__ = [
     "build_runner", "format_summary", "machine_info", "measure_peak", "plot_results", "resolve_models",
     "write_outputs",
 ]
+
+__getattr__ = lazy_attributes(__name__, _SOURCES)

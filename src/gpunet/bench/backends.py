@@ -23,8 +23,9 @@ import torch
 from torch import nn
 
 from gpunet._optional import importable
-from gpunet.bench.config import BACKENDS, PRECISIONS
+from gpunet.bench.config import BACKENDS
 from gpunet.bench.models import ModelSpec
+from gpunet.device import PRECISIONS
 from gpunet.errors import BenchmarkError
 
 if TYPE_CHECKING:

@@ -5,8 +5,6 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import dataclass
 
-import torch
-
 from gpunet.errors import BenchmarkError
 
 BACKENDS = ("eager", "fused", "padded", "fused-microbatch", "compile", "cudagraph", "padded-cudagraph",
@@ -14,7 +12,7 @@ BACKENDS = ("eager", "fused", "padded", "fused-microbatch", "compile", "cudagrap
 DEFAULT_BACKENDS = "eager,fused,compile,onnxruntime,openvino"
 PER_BATCH_BACKENDS = ("tensorrt", "openvino", "openvino-int8")  # built for one input shape
 COMPILED_BACKENDS = ("compile", "compile-cudagraph", "auto")  # may call torch.compile
-PRECISIONS = {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}
+PRECISIONS = ("fp32", "bf16", "fp16")  # names; `gpunet.device.PRECISIONS` maps them to dtypes
 
 
 def split_list(value: str | Sequence[str]) -> tuple[str, ...]:

@@ -56,12 +56,12 @@ import torch
 from torch import nn
 
 from gpunet.bench.backends import BackendRequest, Built, Skip, build_runner
-from gpunet.bench.config import COMPILED_BACKENDS, PER_BATCH_BACKENDS, PRECISIONS, BenchmarkConfig
+from gpunet.bench.config import COMPILED_BACKENDS, PER_BATCH_BACKENDS, BenchmarkConfig
 from gpunet.bench.machine import PEAK_SIZE, machine_info, measure_peak
 from gpunet.bench.models import ModelSpec, resolve_models
 from gpunet.bench.records import Record
 from gpunet.deploy.optimize import cudnn_autotune
-from gpunet.device import cpu_threads, resolve_device
+from gpunet.device import PRECISIONS, cpu_threads, resolve_device
 from gpunet.timing import sample_times, time_call
 
 Log = Callable[[str], None]

@@ -34,7 +34,7 @@ def _train_opt(text: str) -> tuple[str, Any]:
 
 def add_search_arguments(p: argparse.ArgumentParser) -> argparse.ArgumentParser:
     """The options of `gpunet search` (one per `SearchConfig` field)."""
-    from gpunet.search.latency import BACKENDS
+    from gpunet.search.config import LATENCY_BACKENDS as BACKENDS
     from gpunet.search.space import PRESETS
 
     p.add_argument("--data", required=True, metavar="DIR", help="ImageFolder dataset with train/ and val/")

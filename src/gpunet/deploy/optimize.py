@@ -29,11 +29,10 @@ import torch
 from torch import nn
 
 from gpunet._optional import importable
-from gpunet.device import resolve_device
+from gpunet.device import PRECISIONS, resolve_device
 from gpunet.errors import SettingError
 from gpunet.model import fuse
 
-PRECISIONS = {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}
 MODES = ("manual", "auto")
 GRAPH_COMPILE_MODES = ("reduce-overhead", "max-autotune")  # inductor modes that capture CUDA graphs themselves
 AUTO_CUDA_COMPILE_MODE = "max-autotune-no-cudagraphs"  # inductor's tuned kernels; the graph is ours

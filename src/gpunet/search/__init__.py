@@ -13,13 +13,41 @@
 The command line (`gpunet search`) is `gpunet.cli.search`.
 """
 
+from typing import TYPE_CHECKING, Any
+
 from gpunet._deprecation import moved
-from gpunet.errors import SearchError, SearchSpaceError
-from gpunet.search.config import SearchConfig, SearchResult
-from gpunet.search.latency import LatencyContext, LatencyPredictor, LatencyTable, mape, measure_model, spearman
-from gpunet.search.optimizer import Point, non_dominated_sort, pareto_front
-from gpunet.search.runner import search
-from gpunet.search.space import SearchSpace, StageSpace, arch_key, get_space, nvidia_space, tiny_space
+from gpunet._lazy import lazy_attributes
+
+if TYPE_CHECKING:
+    from gpunet.errors import SearchError, SearchSpaceError
+    from gpunet.search.config import SearchConfig, SearchResult
+    from gpunet.search.latency import LatencyContext, LatencyPredictor, LatencyTable, mape, measure_model, spearman
+    from gpunet.search.optimizer import Point, non_dominated_sort, pareto_front
+    from gpunet.search.runner import search
+    from gpunet.search.space import SearchSpace, StageSpace, arch_key, get_space, nvidia_space, tiny_space
+
+_SOURCES = {
+    "SearchError": "gpunet.errors",
+    "SearchSpaceError": "gpunet.errors",
+    "SearchConfig": "gpunet.search.config",
+    "SearchResult": "gpunet.search.config",
+    "LatencyContext": "gpunet.search.latency",
+    "LatencyPredictor": "gpunet.search.latency",
+    "LatencyTable": "gpunet.search.latency",
+    "mape": "gpunet.search.latency",
+    "measure_model": "gpunet.search.latency",
+    "spearman": "gpunet.search.latency",
+    "Point": "gpunet.search.optimizer",
+    "non_dominated_sort": "gpunet.search.optimizer",
+    "pareto_front": "gpunet.search.optimizer",
+    "search": "gpunet.search.runner",
+    "SearchSpace": "gpunet.search.space",
+    "StageSpace": "gpunet.search.space",
+    "arch_key": "gpunet.search.space",
+    "get_space": "gpunet.search.space",
+    "nvidia_space": "gpunet.search.space",
+    "tiny_space": "gpunet.search.space",
+}
 
 __all__ = [
     "LatencyContext", "LatencyPredictor", "LatencyTable", "Point", "SearchConfig", "SearchError", "SearchResult",
@@ -27,5 +55,10 @@ __all__ = [
     "non_dominated_sort", "nvidia_space", "pareto_front", "search", "spearman", "tiny_space",
 ]
 
+_lazy = lazy_attributes(__name__, _SOURCES)
 # the command-line functions moved to gpunet.cli.search
-__getattr__ = moved(__name__, {"add_search_arguments": "gpunet.cli.search", "run_search": "gpunet.cli.search"})
+_moved = moved(__name__, {"add_search_arguments": "gpunet.cli.search", "run_search": "gpunet.cli.search"})
+
+
+def __getattr__(name: str) -> Any:
+    return _lazy(name) if name in _SOURCES else _moved(name)

@@ -6,6 +6,8 @@ import sys
 from dataclasses import dataclass, field
 from typing import Any
 
+LATENCY_BACKENDS = ("eager", "onnxruntime", "tensorrt")  # how the search measures latency
+
 
 @dataclass
 class SearchConfig:

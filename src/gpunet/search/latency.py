@@ -36,13 +36,11 @@ import torch
 from torch import nn
 
 from gpunet.arch import Architecture, FusedIRBSpec, HeadSpec, IRBSpec, TailSpec
-from gpunet.bench.config import PRECISIONS
 from gpunet.builder import LayerGeometry, build_layer, layer_geometry
-from gpunet.device import cpu_threads, resolve_device
+from gpunet.device import PRECISIONS, cpu_threads, resolve_device
 from gpunet.errors import LatencyError, SettingError
+from gpunet.search.config import LATENCY_BACKENDS as BACKENDS
 from gpunet.timing import sample_times_until
-
-BACKENDS = ("eager", "onnxruntime", "tensorrt")
 
 
 @dataclass(frozen=True)

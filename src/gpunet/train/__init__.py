@@ -18,15 +18,20 @@ summary.csv I/O, RNG state), `progress` (result, signals, progress output), `dis
 from __future__ import annotations
 
 import os
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from gpunet._deprecation import moved
+from gpunet._lazy import lazy_attributes
 from gpunet.errors import RecipeError, TrainError
-from gpunet.train.checkpoint import resume_settings
 from gpunet.train.config import TrainConfig, config_yaml, resolve_config
-from gpunet.train.progress import TrainingInterrupted, TrainResult
 from gpunet.train.recipes import RECIPES, Recipe, get_recipe, scaled_lr
-from gpunet.train.trainer import Trainer
+
+if TYPE_CHECKING:  # torch-heavy: loaded on first use, so `gpunet train --help` stays fast
+    from gpunet.train.progress import TrainingInterrupted, TrainResult
+    from gpunet.train.trainer import Trainer
+
+_LAZY = {"Trainer": "gpunet.train.trainer", "TrainResult": "gpunet.train.progress",
+         "TrainingInterrupted": "gpunet.train.progress"}
 
 __all__ = [
     "RECIPES", "Recipe", "RecipeError", "TrainConfig", "TrainError", "TrainResult", "Trainer", "TrainingInterrupted",
@@ -36,6 +41,8 @@ __all__ = [
 
 def config_for_run(recipe: str | Recipe | None = None, overrides: dict[str, Any] | None = None) -> TrainConfig:
     """The settings of a run: defaults <- the resumed run's (when `overrides` name `resume`) <- recipe <- overrides."""
+    from gpunet.train.checkpoint import resume_settings
+
     overrides = overrides or {}
     return resolve_config(recipe, overrides, base=resume_settings(overrides.get("resume")))
 
@@ -49,13 +56,16 @@ def train(data_dir: str | os.PathLike[str] | None = None, *, recipe: str | None 
     one of NVIDIA's recipes. Raises `TrainingInterrupted` after saving a recovery checkpoint on
     SIGTERM/SIGINT, and a `GPUNetError` (`RecipeError`, `TrainError`, ...) for a bad setting or input.
     """
+    from gpunet.train.trainer import Trainer
+
     if data_dir is not None:
         overrides["data_dir"] = os.fspath(data_dir)
     return Trainer(config_for_run(recipe, overrides)).run()
 
 
+_lazy = lazy_attributes(__name__, _LAZY)
 # Old names of the flat `gpunet.train` module, now in its parts (or the command line's).
-__getattr__ = moved(__name__, {
+_moved = moved(__name__, {
     "add_train_arguments": "gpunet.cli.train", "run_from_args": "gpunet.cli.train", "main": "gpunet.cli.train",
     "EXIT_OK": "gpunet.cli.common", "EXIT_USAGE": "gpunet.cli.common",
     "DEFAULTS": "gpunet.train.config",
@@ -66,3 +76,7 @@ __getattr__ = moved(__name__, {
     "SeededImageFolder": "gpunet.train.data", "forked_rng": "gpunet.train.data", "load_rgb": "gpunet.train.data",
     "DistributedError": "gpunet.errors",
 })
+
+
+def __getattr__(name: str) -> Any:
+    return _lazy(name) if name in _LAZY else _moved(name)
