@@ -239,3 +239,11 @@ def test_macs_on_cpu_match_meta(reference_models: dict[str, Any]) -> None:
     for h in handles:
         h.remove()
     assert total == reference_models["gpunet_2"]["macs_224"]
+
+
+def test_absurd_class_count_is_refused_before_allocation() -> None:
+    """`num_classes=10**9` used to try to allocate a 10^9-row classifier (MemoryError / traceback)."""
+    from gpunet.errors import SettingError
+
+    with pytest.raises(SettingError, match="MAX_CLASSES"):
+        gpunet.create_model("gpunet_0", num_classes=10**9)

@@ -22,6 +22,7 @@ from gpunet.arch import Architecture
 from gpunet.blocks import ConvBnAct, PooledHead
 from gpunet.builder import build_network
 from gpunet.errors import SettingError
+from gpunet.limits import check_num_classes
 
 DEFAULT_DROP_RATE = 0.2  # NVIDIA's Dropout(0.2) before the classifier, both paths
 FIRST_CONV = "stem.0.conv"  # the convolution that sees the image (timm's `first_conv`)
@@ -80,6 +81,7 @@ class GPUNet(_TimmConfig, PooledHead):
 
     def _make_classifier(self, num_classes: int) -> nn.Module:
         """A fresh classifier on the model's device and dtype (nn.Identity for 0 classes)."""
+        check_num_classes(num_classes)  # before allocating: 10**9 classes is a clear error, not a MemoryError
         if num_classes <= 0:
             return nn.Identity()
         ref = next(self.parameters())  # the stem's first weight

@@ -377,7 +377,7 @@ def create_model(name_or_path: str | os.PathLike[str] | Architecture, *, pretrai
 def download_pretrained(name: str, progress: bool = True) -> str:
     """The cached NGC checkpoint of a zoo model (from `$GPUNET_NGC_MIRROR` when set)."""
     from gpunet import hub
-    from gpunet.weights import OFFLINE_HINT
+    from gpunet.weights import OFFLINE_HINT, verify_checkpoint
 
     cfg = get_pretrained_config(name)
     mirror = os.environ.get("GPUNET_NGC_MIRROR")
@@ -386,7 +386,8 @@ def download_pretrained(name: str, progress: bool = True) -> str:
         url = Path(os.path.abspath(url)).as_uri()
     hint = (f"{cfg.display_name} weights come from NGC ({cfg.url}, NVIDIA's terms). " + OFFLINE_HINT +
             f" The file must be named {cfg.filename} there.")
-    return os.fspath(hub.download(url, cfg.filename, sha256=cfg.sha256, progress=progress, hint=hint))
+    return os.fspath(hub.download(url, cfg.filename, sha256=cfg.sha256, progress=progress, hint=hint,
+                                  verify=verify_checkpoint))
 
 
 def load_weights(model: nn.Module, source: str | os.PathLike[str], progress: bool = True) -> nn.Module:
