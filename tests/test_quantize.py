@@ -10,6 +10,7 @@ import argparse
 import importlib.util
 import json
 import math
+import shutil
 from pathlib import Path
 
 import numpy as np
@@ -19,6 +20,7 @@ import torch
 from PIL import Image
 
 import gpunet
+from gpunet import cli
 from gpunet.cli import quantize as cli_quantize
 from gpunet.deploy.common import INPUT_NAME
 from gpunet.deploy.metadata import META_LABELS, META_PRECISION, META_PREPROCESS, META_QUANTIZATION, read_metadata
@@ -255,3 +257,19 @@ def test_cli_choices_agree_with_the_library() -> None:
     assert cli_quantize.ACTIVATION_TYPES == quantize.ACTIVATION_TYPES
     assert cli_quantize.CALIBRATE_METHODS == quantize.CALIBRATE_METHODS
     assert cli_quantize.RUNTIMES == tuple(RUNTIMES)
+
+
+def test_unreadable_calibration_images_are_reported(fp32_onnx, data, tmp_path, capsys) -> None:
+    """Skipped calibration images are said (how many, which, why), counted in the metadata and the CLI line."""
+    calib = tmp_path / "calib"
+    shutil.copytree(data["calib"], calib)
+    (calib / "red" / "broken.png").write_text("not an image")
+    out = tmp_path / "q.onnx"
+    assert cli.main(["quantize", str(fp32_onnx), "--calibration", str(calib), "--num-images", "100", "-o",
+                     str(out)]) == 0
+    captured = capsys.readouterr()
+    assert "gpunet: 1 of 19 calibration images could not be read and were skipped:" in captured.err
+    assert f"{calib / 'red' / 'broken.png'}: not an image file" in captured.err
+    assert "18 calibration images, 1 unreadable skipped" in captured.out
+    info = json.loads(read_metadata(out)[META_QUANTIZATION])
+    assert info["calibration_images"] == 18 and info["calibration_skipped"] == 1

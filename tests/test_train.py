@@ -232,7 +232,7 @@ def test_sigterm_then_resume_is_bit_identical(work: Path) -> None:
 
     resumed = run_train(["--resume", str(out / "recovery.pth.tar")], cwd=work)  # settings from the checkpoint
     assert resumed.returncode == 0, resumed.stderr[-3000:]
-    assert f"step {stopped + 1} " in resumed.stdout and f"step {stopped} " not in resumed.stdout
+    assert f"step {stopped + 1} " in resumed.stderr and f"step {stopped} " not in resumed.stderr  # progress: stderr
     assert not (out / "recovery.pth.tar").exists()
 
     a, b = load_ckpt(work / "resume" / "full" / "last.pth.tar"), load_ckpt(out / "last.pth.tar")
@@ -281,7 +281,7 @@ def test_torchrun_two_processes_equal_one(work: Path) -> None:
     assert one.returncode == 0, one.stderr[-3000:]
     two = run_train([*common, "-b", "4", "--sync-bn", "--experiment", "two"], cwd=work, torchrun=2)
     assert two.returncode == 0, (two.stdout[-2000:], two.stderr[-3000:])
-    assert "2 process(es) on cpu" in two.stdout
+    assert "2 process(es) on cpu" in two.stderr
     a, b = load_ckpt(work / "ddp" / "one" / "last.pth.tar"), load_ckpt(work / "ddp" / "two" / "last.pth.tar")
     assert b["gpunet"]["world_size"] == 2 and len(b["gpunet"]["rng"]) == 2
     for key in ("state_dict", "state_dict_ema"):  # weights, BN running stats, EMA
@@ -351,3 +351,39 @@ def test_finetune_new_classes_and_linear_probe(work: Path) -> None:
     model = gpunet.create_model(Path(tr.output_dir) / "architecture.json",
                                 weights=Path(tr.output_dir) / "last.pth.tar")
     assert model.num_classes == 3
+
+
+# ---------------------------------------------------------------------------- run folders, output streams
+
+def test_a_second_run_into_the_same_experiment_needs_resume_or_overwrite(work: Path,
+                                                                         capsys: pytest.CaptureFixture[str]) -> None:
+    """A finished run's folder: a new run is refused (files untouched), --resume continues it, --overwrite
+    starts over with only the new run's files. Results on stdout, notes and progress on stderr."""
+    out = work / "again" / "x"
+    common = [str(work / "data"), "--model", str(work / "tiny_a.json"), "--img-size", "32", "-b", "4", "--workers",
+              "0", "--device", "cpu", "--output", str(work / "again"), "--experiment", "x", "--log-interval", "1"]
+    assert main([*common, "--epochs", "1", "--lr", "0.05"]) == 0
+    first = capsys.readouterr()
+    assert all(line.startswith(("epoch 1/1 ", "gpunet train: done;")) for line in first.out.splitlines())
+    assert "tiny_a.json (" in first.err and "train: epoch 1/1 batch 1/4 step 1 " in first.err
+    before = {p.name: p.read_bytes() for p in out.iterdir()}
+
+    assert main([*common, "--epochs", "1", "--lr", "0.01"]) == 2
+    err = capsys.readouterr().err
+    assert f"{out} already holds a training run" in err and "--resume" in err and "--overwrite" in err
+    assert err.count("\n") == 1 and "Traceback" not in err
+    assert {p.name: p.read_bytes() for p in out.iterdir()} == before  # model_best and the rest untouched
+
+    (out / "stale.txt").write_text("not ours")  # files a run does not write are left alone
+    assert main([*common, "--epochs", "1", "--lr", "0.01", "--overwrite"]) == 0
+    capsys.readouterr()
+    assert yaml.safe_load((out / "args.yaml").read_text())["lr"] == 0.01
+    assert load_ckpt(out / "model_best.pth.tar")["args"]["lr"] == 0.01  # the new run's best, not the old one
+    assert (out / "stale.txt").read_text() == "not ours"
+
+    assert main(["--resume", str(out / "last.pth.tar"), "--epochs", "2"]) == 0
+    assert load_ckpt(out / "last.pth.tar")["epoch"] == 1
+    with pytest.raises(gpunet.errors.TrainError, match="already holds a training run"):
+        Trainer(resolve_config(None, _quiet(data_dir=str(work / "data"), model=str(work / "tiny_a.json"),
+                                            img_size=32, batch_size=4, epochs=1, output=str(work / "again"),
+                                            experiment="x")))

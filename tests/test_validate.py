@@ -22,6 +22,7 @@ from _helpers import (
 import gpunet
 from gpunet import cli
 from gpunet.data import ImageFolder
+from gpunet.errors import SettingError
 from gpunet.evaluate import ValidationResult, append_results
 from gpunet.labels import imagenet_synsets
 
@@ -164,3 +165,39 @@ def test_amp_channels_last_and_workers(tiny) -> None:
                              workers=2, batch_size=4, device="cpu", progress=False)
     assert result.count == 12 and result.amp and result.channels_last
     assert result.top1 == pytest.approx(100 * 3 / 12)  # class 2 (zebras, 3 images) is always first
+
+
+def _append_rows(path: str, worker: int, n: int) -> None:
+    for i in range(n):
+        append_results(path, {"worker": worker, "row": i})
+
+
+@pytest.mark.parametrize("suffix", [".csv", ".json"])
+def test_concurrent_appends_lose_no_row(tmp_path, suffix) -> None:
+    """4 processes x 100 appends to one results file: 400 rows, each once (a lock file serialises them)."""
+    import multiprocessing
+
+    path = str(tmp_path / f"results{suffix}")
+    ctx = multiprocessing.get_context("fork")
+    procs = [ctx.Process(target=_append_rows, args=(path, w, 100)) for w in range(4)]
+    for p in procs:
+        p.start()
+    for p in procs:
+        p.join(120)
+        assert p.exitcode == 0
+    if suffix == ".csv":
+        with open(path, newline="") as f:
+            rows = [(int(r["worker"]), int(r["row"])) for r in csv.DictReader(f)]
+    else:
+        rows = [(r["worker"], r["row"]) for r in json.loads(Path(path).read_text())]
+    assert len(rows) == 400 and set(rows) == {(w, i) for w in range(4) for i in range(100)}
+
+
+def test_results_file_problems_are_found_before_the_evaluation(tiny, tmp_path, capsys) -> None:
+    args = ["validate", str(tiny["data"]), "--model", str(tiny["arch"]), "--weights", str(tiny["known"]),
+            "--workers", "0", "--device", "cpu"]
+    assert cli.main([*args, "--results-file", str(tmp_path)]) == 2  # a folder
+    captured = capsys.readouterr()
+    assert captured.out == "" and captured.err.startswith(f"gpunet: error: --results-file {tmp_path}: is a folder")
+    with pytest.raises(SettingError, match="is a folder"):
+        append_results(tmp_path, {"model": "a"})

@@ -8,6 +8,10 @@ Inputs may be file paths, PIL images (any mode; converted like `gpunet.to_rgb`) 
 Tensors are taken as *already preprocessed* model inputs: (3, H, W) or (N, 3, H, W),
 normalised like `gpunet.eval_transform(model)` produces. A file that cannot be read
 gives a `Prediction` with `error` set instead of stopping the others.
+
+Labels are the class names the weights record (a `gpunet train` checkpoint's class folders,
+or an exported file's), else ImageNet's for 1000 classes; `labels=` overrides them. Settings
+out of range (top_k, batch_size, workers, img_size, crop_pct) are a `SettingError` at once.
 """
 
 from __future__ import annotations
@@ -23,14 +27,18 @@ import torch
 from PIL import Image
 from torch import nn
 
+from gpunet._checks import check_count, check_fraction
 from gpunet.data import load_image
 from gpunet.device import autocast, resolve_device
 from gpunet.errors import RandomWeightsError, SettingError
 from gpunet.labels import class_ids, class_names
+from gpunet.limits import check_image_size
+from gpunet.records import file_kind, label_names_of, read_records, set_label_names
 from gpunet.transforms import eval_transform, to_rgb
 
 ImageInput = Union[str, "os.PathLike[str]", Image.Image, torch.Tensor]
-
+MODEL_SOURCES = ("a zoo name (`gpunet list`), an NVIDIA-format architecture JSON, a gpunet .safetensors file or an "
+                 "exported .onnx/.xml file")
 
 
 @dataclass(frozen=True)
@@ -80,6 +88,32 @@ class Prediction:
 
 # ---------------------------------------------------------------------------- model loading
 
+def check_preprocess(img_size: int | None = None, crop_pct: float | None = None, *, img_size_setting: str = "img_size",
+                     crop_pct_setting: str = "crop_pct") -> None:
+    """SettingError for an input size outside gpunet.arch's limits or a crop fraction outside (0, 1]."""
+    if img_size is not None:
+        check_image_size(img_size, setting=img_size_setting)
+    if crop_pct is not None:
+        check_fraction(crop_pct, crop_pct_setting)
+
+
+def check_model_source(model: str | os.PathLike[str]) -> None:
+    """SettingError naming what an existing file is when it cannot describe a model (a TorchScript module, a
+    checkpoint: not an architecture); other names are left to the architecture reader."""
+    from gpunet.deploy.runtime import is_exported
+    from gpunet.zoo import list_models
+
+    text = os.fspath(model)
+    if text in list_models() or text.endswith((".json", ".safetensors")) or is_exported(text):
+        return
+    kind = file_kind(text)
+    if kind is None:
+        return
+    hint = (": pass it with --weights (weights=) and name its architecture with --model, e.g. a `gpunet train` "
+            "run's architecture.json" if kind == "a PyTorch checkpoint" else "")
+    raise SettingError(f"{text} is {kind}; expected {MODEL_SOURCES}{hint}")
+
+
 def load_model(model: str | os.PathLike[str] | nn.Module = "gpunet_d1", *,
                weights: str | os.PathLike[str] | None = None, pretrained: bool = False,
                num_classes: int | None = None, random_weights: bool = False, progress: bool = True,
@@ -90,23 +124,25 @@ def load_model(model: str | os.PathLike[str] | nn.Module = "gpunet_d1", *,
     10-class model). With `num_classes`, a checkpoint with another count is an error (never a
     silently fresh classifier). `random_weights=True` allows an untrained model (smoke tests).
     An exported file (.onnx, OpenVINO .xml) gives a `gpunet.deploy.runtime.ExportedModel` run by
-    `runtime` (default: by file type).
+    `runtime` (default: by file type). The class names the weights record become the model's
+    `pretrained_cfg["label_names"]`.
     """
     from gpunet.deploy.runtime import ExportedModel, is_exported
-    from gpunet.weights import WeightsError
+    from gpunet.weights import WeightsError, resolve_weights_path
     from gpunet.zoo import create_model
 
     if isinstance(model, nn.Module):
         return model.eval()
+    check_model_source(model)
     if is_exported(model):
         if weights is not None or pretrained or random_weights:
             raise SettingError(f"{os.fspath(model)} is an exported model with its own weights; --weights, "
-                             "--pretrained and --random-weights apply to a model name or JSON only")
+                               "--pretrained and --random-weights apply to a model name or JSON only")
         exported = ExportedModel(model, runtime=runtime)
         if num_classes is not None and exported.num_classes != num_classes:
             raise WeightsError(f"{os.fspath(model)} classifies {exported.num_classes} classes but {num_classes} "
                                "are needed")
-        return exported.eval()
+        return set_label_names(exported, _exported_label_names(model)).eval()
     if runtime is not None:
         raise SettingError(f"runtime={runtime!r} applies to exported files (.onnx, .xml), not to {os.fspath(model)}")
     own_weights = os.fspath(model).endswith(".safetensors")
@@ -116,12 +152,24 @@ def load_model(model: str | os.PathLike[str] | nn.Module = "gpunet_d1", *,
             "pretrained=True (--pretrained) for NVIDIA's NGC checkpoint, weights=PATH (--weights PATH) for a "
             "local checkpoint, or random_weights=True (--random-weights) for a smoke test")
     untrained = weights is None and not pretrained and not own_weights
-    net = create_model(model, pretrained=pretrained, weights=weights, progress=progress,  # classes follow the file
+    path = resolve_weights_path(weights, progress) if weights is not None else None
+    net = create_model(model, pretrained=pretrained, weights=path, progress=progress,  # classes follow the file
                        num_classes=num_classes if untrained else None)
     if num_classes is not None and getattr(net, "num_classes", num_classes) != num_classes:
         raise WeightsError(f"{weights or model} has a classifier for {net.num_classes} classes but {num_classes} "
                            "are needed; classifying with a freshly initialised classifier would be meaningless")
+    recorded = path or (os.fspath(model) if own_weights else None)
+    if recorded is not None and label_names_of(net) is None:
+        set_label_names(net, read_records(recorded).label_names)
     return net.eval()
+
+
+def _exported_label_names(path: str | os.PathLike[str]) -> list[str] | None:
+    """The class names (ids) an exported file records, if any."""
+    from gpunet.deploy.metadata import META_LABEL_NAMES, read_metadata
+
+    names = read_metadata(path).get(META_LABEL_NAMES)
+    return [str(n) for n in names] if isinstance(names, list) else None
 
 
 def _source_name(item: Any, i: int) -> str:
@@ -142,6 +190,9 @@ class Classifier:
                  random_weights: bool = False, progress: bool = True, runtime: str | None = None) -> None:
         from gpunet.deploy.runtime import check_options
 
+        self.batch_size = check_count(batch_size, "batch_size")
+        self.workers = min(4, os.cpu_count() or 1) if workers is None else check_count(workers, "workers", minimum=0)
+        check_preprocess(img_size, crop_pct)
         self.device = resolve_device(device)
         self.model = load_model(model, weights=weights, pretrained=pretrained, random_weights=random_weights,
                                 progress=progress, runtime=runtime)
@@ -151,12 +202,11 @@ class Classifier:
         self.random_weights = random_weights and weights is None and not pretrained
         self.amp = amp
         self.channels_last = channels_last
-        self.batch_size = max(1, int(batch_size))
-        self.workers = workers if workers is not None else min(4, os.cpu_count() or 1)
         self.transform = eval_transform(self.model, img_size=img_size, crop_pct=crop_pct)
         self.num_classes = int(getattr(self.model, "num_classes", 0) or 0)
-        self.labels = class_names(self.num_classes, list(labels) if labels is not None else None)
-        self.class_ids = class_ids(self.num_classes)
+        names = label_names_of(self.model)
+        self.labels = class_names(self.num_classes, list(labels) if labels is not None else None, label_names=names)
+        self.class_ids = class_ids(self.num_classes, names)
         self.model.to(self.device)
         if channels_last:
             self.model.to(memory_format=torch.channels_last)
@@ -212,8 +262,9 @@ class Classifier:
     def iter_predict(self, inputs: ImageInput | Iterable[ImageInput], top_k: int = 5, *,
                      batch_size: int | None = None, progress: bool | None = False) -> Iterator[Prediction]:
         """Like `predict`, yielding results batch by batch (for long lists)."""
+        check_count(top_k, "top_k")
+        bs = self.batch_size if batch_size is None else check_count(batch_size, "batch_size")
         items = _as_items(inputs)
-        bs = batch_size or self.batch_size
         n_batches = (len(items) + bs - 1) // bs
         from tqdm.auto import tqdm
 

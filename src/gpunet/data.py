@@ -1,28 +1,34 @@
 """Finding and reading images: CLI arguments -> image paths, safe decoding, an ImageFolder dataset.
 
 * `expand_inputs` turns files, folders (searched recursively) and glob patterns into a
-  sorted, de-duplicated list of paths. Folders and globs keep only `IMAGE_EXTENSIONS`;
-  a file named explicitly is always kept (and reported if it is not an image).
+  sorted, de-duplicated list of paths (a file reached through several links once). Folders
+  and globs keep only `IMAGE_EXTENSIONS`; a file named explicitly is always kept (and
+  reported if it is not an image). Folders (and `**`) follow directory links but enter each
+  real directory once, so a link to itself or a parent cannot loop or multiply files.
 * `load_image` decodes fully (truncated files fail here, not later) and converts to
   upright RGB with `gpunet.to_rgb`; it returns an error message instead of raising.
 * `ImageFolder`: `root/<class>/**/<image>`. When every class folder is an ImageNet-1k
   WordNet id (`n01440764`, ...), targets are the ImageNet class indices (0..999), so a
   subset of ImageNet's validation folders is scored by the 1000-class model. Otherwise
   classes are the sorted folder names, numbered 0..K-1 (a K-class checkpoint is needed).
+  `map_classes(label_names)` numbers them as a model's outputs instead (the class names a
+  `gpunet train` checkpoint records), whatever the folder names are.
 """
 
 from __future__ import annotations
 
+import fnmatch
 import glob
 import os
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from typing import Any
 
 import torch
 from PIL import Image, UnidentifiedImageError
 
-from gpunet.labels import is_synset, synset_to_index
+from gpunet._checks import check_count
+from gpunet.labels import IMAGENET_NUM_CLASSES, folder_targets, is_synset
 from gpunet.transforms import to_rgb
 
 IMAGE_EXTENSIONS = frozenset({".jpg", ".jpeg", ".jpe", ".jfif", ".png", ".bmp", ".gif", ".tif", ".tiff",
@@ -34,13 +40,62 @@ def is_image_path(path: str | os.PathLike[str]) -> bool:
     return os.path.splitext(os.fspath(path))[1].lower() in IMAGE_EXTENSIONS
 
 
-def _walk_images(folder: str) -> list[str]:
-    found: list[str] = []
+def _walk(folder: str) -> Iterator[tuple[str, list[str], list[str]]]:
+    """`os.walk(folder)` in sorted order without hidden entries, following directory links but entering
+    each real directory (device and inode) once: a link to itself or a parent ends there instead of looping."""
+    seen = {_identity(folder)}
     for dirpath, dirnames, filenames in os.walk(folder, followlinks=True):
-        dirnames[:] = sorted(d for d in dirnames if not d.startswith("."))
-        found.extend(os.path.join(dirpath, f) for f in sorted(filenames)
-                     if not f.startswith(".") and is_image_path(f))
-    return found
+        kept = []
+        for d in sorted(dirnames):
+            identity = _identity(os.path.join(dirpath, d))
+            if not d.startswith(".") and identity is not None and identity not in seen:
+                seen.add(identity)
+                kept.append(d)
+        dirnames[:] = kept
+        yield dirpath, kept, sorted(f for f in filenames if not f.startswith("."))
+
+
+def _identity(path: str) -> tuple[int, int] | None:
+    try:
+        st = os.stat(path)
+    except OSError:  # a broken link or a link loop
+        return None
+    return st.st_dev, st.st_ino
+
+
+def _walk_images(folder: str) -> list[str]:
+    return [os.path.join(d, f) for d, _, files in _walk(folder) for f in files if is_image_path(f)]
+
+
+def _glob(pattern: str) -> list[str]:
+    """`glob.glob(pattern, recursive=True)`, sorted, but a `**` component walks with `_walk` (Python's
+    `**` follows directory links without end: two links to `.` never finish)."""
+    parts = pattern.rstrip("/").split("/")
+    if "**" not in parts:
+        return sorted(glob.glob(pattern))  # one directory level per component: finite
+    k = parts.index("**")
+    base = "/".join(parts[:k]) or ("/" if pattern.startswith("/") else "")
+    bases = glob.glob(base) if glob.has_magic(base) else [base]
+    found = []
+    for root in (b for b in bases if os.path.isdir(b or ".")):
+        for dirpath, dirnames, filenames in _walk(root or "."):
+            rel = os.path.relpath(dirpath, root or ".")
+            for name in dirnames + filenames:
+                path = os.path.normpath(os.path.join(rel, name))
+                if _match(path.split("/"), parts[k:]):
+                    found.append(os.path.join(root, path))
+        if root and _match([], parts[k:]):  # `**` also matches no folder at all
+            found.append(root)
+    return sorted(found)
+
+
+def _match(names: list[str], patterns: list[str]) -> bool:
+    """Whether path components `names` match glob components `patterns` (`**`: any number of components)."""
+    if not patterns:
+        return not names
+    if patterns[0] == "**":
+        return any(_match(names[i:], patterns[1:]) for i in range(len(names) + 1))
+    return bool(names) and fnmatch.fnmatchcase(names[0], patterns[0]) and _match(names[1:], patterns[1:])
 
 
 @dataclass(frozen=True)
@@ -58,7 +113,7 @@ def expand_inputs(items: Iterable[str | os.PathLike[str]]) -> tuple[list[str], l
     seen: set[str] = set()
 
     def add(p: str) -> None:
-        key = os.path.normpath(os.path.abspath(p))
+        key = os.path.realpath(p)  # one file reached through several links is listed once
         if key not in seen:
             seen.add(key)
             paths.append(p)
@@ -75,7 +130,7 @@ def expand_inputs(items: Iterable[str | os.PathLike[str]]) -> tuple[list[str], l
             add(text)
         elif _GLOB_CHARS & set(text):
             matched: list[str] = []
-            for m in sorted(glob.glob(text, recursive=True)):
+            for m in _glob(text):
                 if os.path.isdir(m):
                     matched.extend(_walk_images(m))
                 elif os.path.isfile(m) and is_image_path(m):
@@ -129,16 +184,25 @@ class ImageFolder(torch.utils.data.Dataset):  # type: ignore[type-arg]
                 f"{', '.join(sorted(IMAGE_EXTENSIONS))})")
         self.classes = classes
         self.imagenet = all(is_synset(c) for c in classes)
-        index = synset_to_index() if self.imagenet else {c: i for i, c in enumerate(classes)}
-        self.class_to_idx = {c: index[c] for c in classes}
-        self.num_classes = 1000 if self.imagenet else len(classes)
+        self.class_to_idx = folder_targets(self.root, classes)
+        self.num_classes = IMAGENET_NUM_CLASSES if self.imagenet else len(classes)
+        self.by_name = False  # numbered by a model's class names (`map_classes`)
         samples = [(p, self.class_to_idx[c]) for c in classes for p in files[c]]
         self.total = len(samples)
-        if limit is not None and 0 < limit < len(samples):
+        if limit is not None and check_count(limit, "limit") < len(samples):
             # evenly spaced, so every class keeps its share
             samples = [samples[(i * len(samples)) // limit] for i in range(limit)]
         self.samples = samples
         self.transform = transform
+
+    def map_classes(self, label_names: Sequence[str]) -> None:
+        """Number the classes as a model's outputs are (its class names: the mapping it was trained with)."""
+        mapping = folder_targets(self.root, self.classes, label_names)
+        by_target = {self.class_to_idx[c]: mapping[c] for c in self.classes}
+        self.samples = [(p, by_target[t]) for p, t in self.samples]
+        self.class_to_idx = mapping
+        self.num_classes = len(label_names)
+        self.by_name = True
 
     def __len__(self) -> int:
         return len(self.samples)

@@ -4,6 +4,12 @@
     gpunet.append_results("results.csv", result)
 
 Unreadable images are skipped, listed in `result.failed`, and not counted.
+
+Class folders are numbered as the model's outputs: by the class names its weights record (a
+`gpunet train` checkpoint's class folders) or that `labels=` gives, else ImageNet synset
+folders by their ImageNet index, else sorted 0..K-1 (see `gpunet.labels.folder_targets`).
+`append_results` is safe under concurrency: appends are serialised by a lock file beside the
+results file (`filelock`) and each one replaces the file atomically.
 """
 
 from __future__ import annotations
@@ -21,12 +27,15 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from gpunet._checks import check_count
 from gpunet._io import atomic_write_bytes
-from gpunet.classify import load_model
+from gpunet.classify import check_preprocess, load_model
 from gpunet.data import ImageFolder, collate
 from gpunet.device import autocast, resolve_device, synchronize
-from gpunet.errors import SettingError
+from gpunet.errors import SettingError, WeightsError
+from gpunet.labels import IMAGENET_NUM_CLASSES
 from gpunet.metrics import correct_topk
+from gpunet.records import label_names_of
 from gpunet.transforms import eval_transform, preprocess_config
 
 
@@ -50,9 +59,10 @@ class ValidationResult:
     device: str
     amp: bool
     channels_last: bool
-    imagenet_classes: bool
+    imagenet_classes: bool  # the folders were numbered by their ImageNet index (synsets)
     failed: list[str] = field(default_factory=list)
     time: str = ""
+    classes_by_name: bool = False  # the folders were numbered by the model's class names
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -80,17 +90,21 @@ def validate(model: str | os.PathLike[str] | nn.Module, data_dir: str | os.PathL
              weights: str | os.PathLike[str] | None = None, pretrained: bool = False, img_size: int | None = None,
              crop_pct: float | None = None, batch_size: int = 64, workers: int = 2, amp: bool = False,
              channels_last: bool = False, device: str | torch.device | None = "auto", limit: int | None = None,
-             progress: bool | None = None, random_weights: bool = False,
-             runtime: str | None = None) -> ValidationResult:
+             progress: bool | None = None, random_weights: bool = False, runtime: str | None = None,
+             labels: list[str] | None = None) -> ValidationResult:
     """Evaluate a GPUNet on `data_dir` (ImageFolder layout: `data_dir/<class>/<image>`).
 
-    ImageNet synset folders (`n01440764`, ...) map to the 1000 ImageNet classes; other
-    folder names are sorted and numbered, and the checkpoint must have that many classes.
-    `limit` evaluates N images spread evenly over the dataset. `model` may be an exported file
-    (.onnx, OpenVINO .xml; see `gpunet.deploy.runtime`), run by `runtime`.
+    Class folders are numbered as the model was trained: by the class names its weights record
+    (or `labels`, the model's class names in output order), else ImageNet synset folders
+    (`n01440764`, ...) by their ImageNet index, else sorted and numbered (the checkpoint must then
+    have that many classes). `limit` evaluates N images spread evenly over the dataset. `model`
+    may be an exported file (.onnx, OpenVINO .xml; see `gpunet.deploy.runtime`), run by `runtime`.
     """
     from gpunet.deploy.runtime import check_options
 
+    check_count(batch_size, "batch_size")
+    check_count(workers, "workers", minimum=0)
+    check_preprocess(img_size, crop_pct)
     dev = resolve_device(device)
     # the dataset first: a wrong folder fails fast, before a large checkpoint is read
     dataset = ImageFolder(data_dir, limit=limit)
@@ -98,13 +112,11 @@ def validate(model: str | os.PathLike[str] | nn.Module, data_dir: str | os.PathL
         net = model.eval()
     else:
         net = load_model(model, weights=weights, pretrained=pretrained,
-                         num_classes=None if dataset.imagenet else dataset.num_classes,
+                         num_classes=dataset.num_classes if random_weights and labels is None else None,
                          random_weights=random_weights, progress=bool(sys.stderr.isatty()), runtime=runtime)
     check_options(net, img_size=img_size, amp=amp)
-    model_classes = int(getattr(net, "num_classes", 0) or 0)
-    if dataset.imagenet and model_classes != 1000:
-        raise SettingError(f"{dataset.root}: the class folders are ImageNet synsets, but the model has "
-                           f"{model_classes} classes (1000 needed)")
+    source = "the model" if isinstance(model, nn.Module) else os.fspath(weights or model)
+    model_classes = number_classes(dataset, net, labels, source)
     cfg = preprocess_config(net)
     size = img_size or int(cfg["input_size"][-1])
     pct = crop_pct or float(cfg["crop_pct"])
@@ -123,8 +135,33 @@ def validate(model: str | os.PathLike[str] | nn.Module, data_dir: str | os.PathL
         images_per_s=count / tally.seconds if tally.seconds > 0 else float("inf"), img_size=size, crop_pct=pct,
         interpolation=str(cfg["interpolation"]), num_classes=model_classes, data_dir=dataset.root,
         weights=_weights_description(model, net, weights, pretrained, random_weights), batch_size=batch_size,
-        device=str(dev), amp=amp, channels_last=channels_last, imagenet_classes=dataset.imagenet,
-        failed=tally.failed, time=time.strftime("%Y-%m-%dT%H:%M:%S"))
+        device=str(dev), amp=amp, channels_last=channels_last,
+        imagenet_classes=dataset.imagenet and not dataset.by_name, failed=tally.failed,
+        time=time.strftime("%Y-%m-%dT%H:%M:%S"), classes_by_name=dataset.by_name)
+
+
+def number_classes(dataset: ImageFolder, net: nn.Module, labels: list[str] | None, source: str) -> int:
+    """Number `dataset`'s classes as `net`'s outputs (see `validate`); the model's class count.
+
+    SettingError (WeightsError for a class count that does not fit) when the folders cannot be matched to the
+    outputs.
+    """
+    model_classes = int(getattr(net, "num_classes", 0) or 0)
+    names = labels if labels is not None else label_names_of(net)
+    if names is not None:
+        if len(names) != model_classes:
+            raise SettingError(f"labels (--labels): {len(names)} class names given for a model with {model_classes} "
+                               "classes (one name per output, in output order)")
+        dataset.map_classes(names)
+    elif dataset.imagenet and model_classes != IMAGENET_NUM_CLASSES:
+        raise SettingError(f"{dataset.root}: the class folders are ImageNet synsets, but {source} has "
+                           f"{model_classes} classes (1000 needed) and records no class names; pass the class "
+                           "folder names it was trained on, in output order, with --labels FILE (labels=)")
+    elif not dataset.imagenet and model_classes != dataset.num_classes:
+        raise WeightsError(f"{source} classifies {model_classes} classes but {dataset.num_classes} are needed (one "
+                           f"per class folder of {dataset.root}, sorted); a checkpoint of `gpunet train` records "
+                           "its class names, or pass them in output order with --labels FILE")
+    return model_classes
 
 
 def _evaluate(net: nn.Module, dataset: ImageFolder, dev: torch.device, *, batch_size: int, workers: int, amp: bool,
@@ -186,12 +223,30 @@ def _weights_description(model: Any, net: nn.Module, weights: Any, pretrained: b
     return "random" if random_weights else "in-memory model"
 
 
-def append_results(path: str | os.PathLike[str], result: ValidationResult | dict[str, Any]) -> None:
+def append_results(path: str | os.PathLike[str], result: ValidationResult | dict[str, Any], *,
+                   lock_timeout: float = 60.0) -> None:
     """Append one result to a `.json` list or a CSV table (header written once), atomically.
 
     A CSV whose columns differ from the new row's is rewritten with the union of columns.
+    Concurrent appends (several processes, one file) are serialised by the lock file
+    `<path>.lock`, so none is lost; a lock held longer than `lock_timeout` s is a SettingError.
     """
+    from filelock import FileLock, Timeout
+
     path = os.fspath(path)
+    if os.path.isdir(path):
+        raise SettingError(f"{path}: is a folder; expected a results file (.json or .csv)")
+    lock = FileLock(path + ".lock", timeout=lock_timeout)
+    try:
+        with lock:
+            _append(path, result)
+    except Timeout:
+        raise SettingError(f"{path}: another process has held its lock file {lock.lock_file} for over "
+                           f"{lock_timeout:g} s; if none is writing, delete the lock file") from None
+
+
+def _append(path: str, result: ValidationResult | dict[str, Any]) -> None:
+    """The read-modify-replace of `append_results` (under its lock)."""
     row = result.row() if isinstance(result, ValidationResult) else dict(result)
     if path.lower().endswith(".json"):
         rows: list[Any] = []

@@ -25,9 +25,11 @@ COMMANDS = (
     ("predict", "register"), ("validate", "register"), ("info", "register"), ("info", "register_list"),
     ("convert", "register"), ("train", "register"), ("export", "register"), ("quantize", "register"),
     ("benchmark", "register"), ("search", "register"),
+    ("serve", "register"),
 )
 _ENVIRONMENT_ERRNOS = {errno.ENOENT, errno.ENOTDIR, errno.EISDIR, errno.EACCES, errno.EPERM, errno.EROFS,
-                       errno.ENOSPC, errno.EDQUOT, errno.EEXIST}
+                       errno.ENOSPC, errno.EDQUOT, errno.EEXIST, errno.EFBIG}
+_FULL_ERRNOS = {errno.ENOSPC, errno.EDQUOT, errno.EFBIG}  # a full disk, a quota, a file size limit
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -89,8 +91,16 @@ def _run(args: argparse.Namespace) -> int:
     except OSError as exc:
         if exc.errno not in _ENVIRONMENT_ERRNOS and not isinstance(exc, (FileNotFoundError, NotADirectoryError)):
             raise
-        err(f"gpunet: error: {exc}")
+        err(f"gpunet: error: {_os_message(exc)}")
         return EXIT_USAGE
+
+
+def _os_message(exc: OSError) -> str:
+    """The error as Python words it, and for a full disk that earlier files were kept (gpunet writes atomically)."""
+    text = str(exc)
+    if exc.errno in _FULL_ERRNOS:
+        text += " (disk full or file size limit reached: nothing was replaced, earlier files are as they were)"
+    return text
 
 
 def main(argv: Sequence[str] | None = None) -> int:

@@ -45,6 +45,48 @@ def pretrained_desc() -> str:
     return f"pretrained, NGC mirror {mirror}" if mirror else "pretrained, NGC"
 
 
+# option dest -> (flag, smallest allowed value) of the counts a command may have
+COUNT_OPTIONS = {"top_k": ("--top-k", 1), "batch_size": ("--batch-size", 1), "limit": ("--limit", 1),
+                 "workers": ("--workers", 0), "num_images": ("--num-images", 1), "threads": ("--threads", 1),
+                 "max_batch_size": ("--max-batch-size", 1)}
+
+
+def check_options(args: argparse.Namespace) -> None:
+    """The value checks of the counts, --img-size and --crop-pct a command has, before any work.
+
+    The rules are the library's (`gpunet._checks`, `gpunet.limits.check_image_size`); the message
+    names the option as typed.
+    """
+    from gpunet._checks import check_count, check_fraction
+    from gpunet.limits import check_image_size
+
+    for dest, (flag, minimum) in COUNT_OPTIONS.items():
+        if getattr(args, dest, None) is not None:
+            check_count(getattr(args, dest), flag, minimum)
+    if getattr(args, "img_size", None) is not None:
+        check_image_size(args.img_size, setting="--img-size")
+    if getattr(args, "crop_pct", None) is not None:
+        check_fraction(args.crop_pct, "--crop-pct")
+
+
+def check_output(path: str, option: str, *, inputs: tuple[str | None, ...] = (), folder: bool = False) -> None:
+    """Before any work: `path` (given with `option`) can be written: a file path (not a folder; `folder=True`:
+    a folder) that is none of `inputs`, in a folder that exists or can be made and is writable."""
+    if not folder and os.path.isdir(path):
+        raise CLIError(f"{option} {path}: is a folder; expected a file path")
+    if folder and os.path.exists(path) and not os.path.isdir(path):
+        raise CLIError(f"{option} {path}: is a file; expected a folder")
+    for given in inputs:
+        if given and os.path.exists(path) and os.path.exists(given) and os.path.samefile(path, given):
+            raise CLIError(f"{option} {path} is this command's input; write to another path (its input is never "
+                           "replaced)")
+    parent = os.path.abspath(path if folder else os.path.dirname(os.path.abspath(path)))
+    while not os.path.exists(parent):
+        parent = os.path.dirname(parent)
+    if not os.path.isdir(parent) or not os.access(parent, os.W_OK | os.X_OK):
+        raise CLIError(f"{option} {path}: cannot write into {parent} (read-only or no permission)")
+
+
 def add_weights_arguments(p: argparse.ArgumentParser, *, weights_help: str = WEIGHTS_HELP,
                           pretrained_help: str | None = None, random_help: str | None = None) -> None:
     """--weights | --pretrained | --random-weights (mutually exclusive)."""

@@ -7,7 +7,7 @@ import os
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
-from gpunet.cli.common import add_weights_arguments, err, progress
+from gpunet.cli.common import add_weights_arguments, check_options, check_output, err, progress
 
 if TYPE_CHECKING:
     from torch import nn
@@ -49,7 +49,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                    help="float16 compute (ONNX/Triton: inputs and outputs stay float32; TensorRT: FP16 engine; "
                         "OpenVINO: float16 weights, computed in the runtime's precision)")
     p.add_argument("--opset", type=int, help=f"ONNX opset (default {DEFAULT_OPSET})")
-    p.add_argument("--img-size", type=int, help="input resolution (default: the model's)")
+    p.add_argument("--img-size", type=int, help=f"input resolution, {MIN_IMG_SIZE} px or more (default: the model's)")
     p.add_argument("--no-fuse", action="store_true", help="keep BatchNorm layers (default: folded into the convs)")
     p.add_argument("--no-check", action="store_true",
                    help="skip the ONNX Runtime / OpenVINO / TorchScript parity check")
@@ -61,18 +61,19 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 
 def run(args: argparse.Namespace) -> int:
     """Build the model, write the chosen format, print what was written."""
+    from gpunet._checks import naming_errors
     from gpunet.classify import load_model
-    from gpunet.errors import ExportError
 
+    check_options(args)
+    check_output(args.output, "-o", inputs=(args.model, args.weights), folder=args.format == "triton")
     _check_packages(args.format)  # fail before loading weights
-    if args.img_size is not None and args.img_size < MIN_IMG_SIZE:
-        raise ExportError(f"--img-size {args.img_size} is too small ({MIN_IMG_SIZE} px or more)")
     model = load_model(args.model, weights=args.weights, pretrained=args.pretrained,
                        random_weights=args.random_weights, progress=progress())
     if args.random_weights:
         err(f"gpunet: WARNING: --random-weights: {args.model} has untrained, random weights; the exported "
             "model's outputs are MEANINGLESS (smoke test only).")
-    _WRITERS[args.format](model, args)
+    with naming_errors(args.output):
+        _WRITERS[args.format](model, args)
     return 0
 
 

@@ -7,7 +7,7 @@ import json
 import sys
 from typing import Any
 
-from gpunet.cli.common import DEFAULT_MODEL, EXIT_OK
+from gpunet.cli.common import DEFAULT_MODEL, EXIT_OK, CLIError, check_options
 
 
 def register(sub: Any) -> None:
@@ -26,7 +26,13 @@ def register_list(sub: Any) -> None:
 
 def run_info(args: argparse.Namespace) -> int:
     from gpunet.info import describe, describe_text
+    from gpunet.records import file_kind
 
+    check_options(args)
+    kind = None if args.model.endswith((".json", ".safetensors")) else file_kind(args.model)
+    if kind is not None:
+        raise CLIError(f"{args.model} is {kind}; `gpunet info` describes a zoo name (`gpunet list`), an "
+                       "NVIDIA-format architecture JSON or a gpunet .safetensors file")
     info = describe(args.model, img_size=args.img_size)
     if args.json:
         json.dump(info, sys.stdout, indent=2)

@@ -13,6 +13,7 @@ from gpunet.cli.common import (
     EXIT_OK,
     CLIError,
     add_model_arguments,
+    check_options,
     err,
     pretrained_desc,
     progress,
@@ -25,10 +26,10 @@ def register(sub: Any) -> None:
                        description="Classify images: files, folders (searched recursively) and glob patterns.")
     p.add_argument("images", nargs="+", metavar="IMAGE", help="image file, folder or glob pattern")
     add_model_arguments(p)
-    p.add_argument("--top-k", "-k", type=int, default=5)
+    p.add_argument("--top-k", "-k", type=int, default=5, help="classes to show per image (default 5)")
     p.add_argument("--format", "-f", choices=("table", "json", "csv"), default="table")
-    p.add_argument("--labels", metavar="FILE", help="class names, one per line (default: ImageNet-1k for 1000 "
-                                                     "classes)")
+    p.add_argument("--labels", metavar="FILE", help="class names, one per line in output order (default: the names "
+                                                     "the weights record, else ImageNet-1k's for 1000 classes)")
     p.add_argument("--workers", "-j", type=int, default=None, help="image decoding threads")
     p.set_defaults(func=run)
 
@@ -39,13 +40,14 @@ def run(args: argparse.Namespace) -> int:
     from gpunet.labels import read_labels_file
     from gpunet.transforms import preprocess_config
 
+    check_options(args)
+    labels = read_labels_file(args.labels) if args.labels else None
     paths, input_errors = expand_inputs(args.images)
     for e in input_errors:
         err(f"gpunet: {e.source}: {e.message}")
     if not paths:
         raise CLIError("no images to classify" + (f" (checked: {', '.join(args.images)})" if args.images else ""),
                        EXIT_DATA)
-    labels = read_labels_file(args.labels) if args.labels else None
     clf = Classifier(args.model, pretrained=args.pretrained, weights=args.weights, device=args.device, amp=args.amp,
                      channels_last=args.channels_last, batch_size=args.batch_size or 16, img_size=args.img_size,
                      crop_pct=args.crop_pct, labels=labels, workers=args.workers,

@@ -8,7 +8,7 @@ import os
 import tempfile
 from typing import Any
 
-from gpunet.cli.common import add_weights_arguments, err, progress
+from gpunet.cli.common import CLIError, add_weights_arguments, check_options, check_output, err, progress
 
 DESCRIPTION = (
     "Static INT8 quantization (QDQ, per-channel weights) calibrated on a folder of "
@@ -53,33 +53,49 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                         "with OpenVINO's kernels: pip install 'gpunet[openvino]')")
     p.add_argument("--threads", type=int, help="--val: CPU threads of the runtime (default: its own)")
     p.add_argument("--fp32-output", metavar="PATH", help="keep the float32 ONNX exported from MODEL here")
-    p.add_argument("--output", "-o", required=True, metavar="OUT", help="the INT8 .onnx to write")
+    p.add_argument("--output", "-o", required=True, metavar="OUT",
+                   help="the INT8 .onnx to write (never MODEL_OR_ONNX itself)")
 
 
 def run(args: argparse.Namespace) -> int:
     """Export (when given a model), quantize, and compare on --val."""
+    from gpunet._checks import naming_errors
     from gpunet.deploy.metadata import META_QUANTIZATION, read_metadata
     from gpunet.deploy.quantize import compare_int8, format_report, quantize_onnx
 
+    check_options(args)
     if not os.path.isdir(args.calibration):
         raise FileNotFoundError(f"{args.calibration}: no such calibration folder")
     if args.val is not None and not os.path.isdir(args.val):
         raise FileNotFoundError(f"{args.val}: no such validation folder")
+    _check_outputs(args)
     is_onnx = args.model.endswith(".onnx")
     with tempfile.TemporaryDirectory(prefix="gpunet-quantize-") as tmp:
         fp32 = _given_onnx(args) if is_onnx else _export_fp32(args, tmp)
-        out = quantize_onnx(fp32, args.output, args.calibration, num_images=args.num_images,
-                            per_channel=not args.per_tensor, img_size=args.img_size if is_onnx else None,
-                            activation_type=args.activation_type, calibrate_method=args.calibrate_method)
+        with naming_errors(args.output):
+            out = quantize_onnx(fp32, args.output, args.calibration, num_images=args.num_images,
+                                per_channel=not args.per_tensor, img_size=args.img_size if is_onnx else None,
+                                activation_type=args.activation_type, calibrate_method=args.calibrate_method)
         info = json.loads(read_metadata(out).get(META_QUANTIZATION) or "{}")
         print(f"wrote {out} ({os.path.getsize(out) / 1e6:.1f} MB; INT8 QDQ, {info.get('weights')} weights, "
-              f"{info.get('activations')} activations, {info.get('calibration_images')} calibration images)")
+              f"{info.get('activations')} activations, {info.get('calibration_images')} calibration images"
+              + (f", {info['calibration_skipped']} unreadable skipped" if info.get("calibration_skipped") else "")
+              + ")")
         if args.val is not None:
             report = compare_int8(fp32, out, args.val, limit=args.limit, threads=args.threads, runtime=args.runtime)
             print(format_report(report))
             for line in report.failed:
                 err(f"gpunet: skipped unreadable image {line}")
     return 0
+
+
+def _check_outputs(args: argparse.Namespace) -> None:
+    """-o and --fp32-output: writable files, neither the input nor each other (checked before any work)."""
+    check_output(args.output, "-o", inputs=(args.model, args.weights))
+    if args.fp32_output:
+        check_output(args.fp32_output, "--fp32-output", inputs=(args.model, args.weights))
+        if os.path.abspath(args.fp32_output) == os.path.abspath(args.output):
+            raise CLIError(f"--fp32-output {args.fp32_output} is also -o: the float32 and INT8 models need two files")
 
 
 def _given_onnx(args: argparse.Namespace) -> str:
@@ -101,9 +117,8 @@ def _export_fp32(args: argparse.Namespace, tmp: str) -> str:
     from gpunet.deploy.onnx import export_onnx
 
     num_classes = None
-    if args.val is not None:
-        val = ImageFolder(args.val)
-        num_classes = None if val.imagenet else val.num_classes
+    if args.val is not None and args.random_weights:  # an untrained model gets --val's classes
+        num_classes = ImageFolder(args.val).num_classes
     model = load_model(args.model, weights=args.weights, pretrained=args.pretrained, num_classes=num_classes,
                        random_weights=args.random_weights, progress=progress())
     if args.random_weights:

@@ -25,6 +25,8 @@ DESCRIPTION = (
     "--nproc-per-node N -m gpunet train ..."
 )
 PRINT_CONFIG_HELP = "print the resolved settings as YAML and exit"
+OVERWRITE_HELP = ("start over in an --experiment folder that holds a previous run (its checkpoints, summary and "
+                  "args are removed first); without it such a folder is refused unless you --resume")
 
 
 def register(sub: Any) -> None:
@@ -43,6 +45,7 @@ def add_train_arguments(parser: argparse.ArgumentParser) -> None:
     for f in top:
         _add_setting(parser, f, hints[f.name])
     parser.add_argument("--print-config", action="store_true", default=None, help=PRINT_CONFIG_HELP)
+    parser.add_argument("--overwrite", action="store_true", default=None, help=OVERWRITE_HELP)
     groups: dict[str, Any] = {}
     for f in config_fields():
         group = f.metadata["group"]
@@ -103,7 +106,7 @@ def run(args: argparse.Namespace) -> int:
             if int(os.environ.get("RANK", "0")) == 0:
                 sys.stdout.write(config_yaml(cfg, int(os.environ.get("WORLD_SIZE", "1"))))
             return EXIT_OK
-        Trainer(cfg).run()
+        Trainer(cfg, overwrite=bool(args.overwrite)).run()
     except TrainingInterrupted as exc:
         return 128 + int(exc.signum)
     except GPUNetError as exc:

@@ -2,8 +2,9 @@
 
 Every ONNX file gpunet writes carries these keys in its `metadata_props`, an OpenVINO IR in its
 rt_info, a TorchScript file in an extra file: the architecture, the preprocessing, the class
-names, the gpunet version, the precision. `gpunet.deploy.runtime.ExportedModel` runs a file
-from this alone, so an exported file is self-describing.
+names (display names, and the class ids a `gpunet train` model records: its class folders),
+the gpunet version, the precision. `gpunet.deploy.runtime.ExportedModel` runs a file from this
+alone, so an exported file is self-describing.
 """
 
 from __future__ import annotations
@@ -18,19 +19,21 @@ from gpunet._version import __version__
 from gpunet.deploy.packages import import_onnx, read_openvino
 from gpunet.errors import ExportError
 from gpunet.labels import class_names
+from gpunet.records import label_names_of
 from gpunet.transforms import preprocess_config
 
 # metadata_props keys written into every exported file
 META_ARCHITECTURE = "gpunet.architecture"  # NVIDIA-format JSON list
 META_PREPROCESS = "gpunet.preprocess"  # {"input_size", "crop_pct", "interpolation", "mean", "std"}
 META_LABELS = "gpunet.labels"  # JSON list of class names, index order
+META_LABEL_NAMES = "gpunet.label_names"  # JSON list of class ids (timm's label_names: training class folders)
 META_VERSION = "gpunet.version"
 META_MODEL = "gpunet.model"  # zoo name or "custom"
 META_NUM_CLASSES = "gpunet.num_classes"
 META_FUSED = "gpunet.fused"
 META_PRECISION = "gpunet.precision"  # "fp32" | "fp16" | "int8"
 META_QUANTIZATION = "gpunet.quantization"  # JSON: how an INT8 file was quantized (gpunet.deploy.quantize)
-JSON_KEYS = (META_ARCHITECTURE, META_PREPROCESS, META_LABELS)
+JSON_KEYS = (META_ARCHITECTURE, META_PREPROCESS, META_LABELS, META_LABEL_NAMES)
 META_KEYS = (*JSON_KEYS, META_VERSION, META_MODEL, META_NUM_CLASSES, META_FUSED, META_PRECISION, META_QUANTIZATION)
 
 
@@ -55,7 +58,8 @@ def model_name(model: nn.Module) -> str:
 
 
 def model_labels(model: nn.Module) -> list[str]:
-    return class_names(model_num_classes(model))
+    """Display names of the model's outputs: from the class names it records, else ImageNet's or `class_<i>`."""
+    return class_names(model_num_classes(model), label_names=label_names_of(model))
 
 
 def preprocess_metadata(model: nn.Module, img_size: int | None = None) -> dict[str, Any]:
@@ -81,6 +85,9 @@ def model_metadata(model: nn.Module, img_size: int, *, fused: bool, precision: s
     }
     if arch is not None and hasattr(arch, "to_json"):
         meta[META_ARCHITECTURE] = json.dumps(arch.to_json())
+    names = label_names_of(model)
+    if names is not None:
+        meta[META_LABEL_NAMES] = json.dumps(names)
     return meta
 
 
@@ -96,10 +103,24 @@ def set_metadata(proto: Any, meta: dict[str, str]) -> None:
 def onnx_metadata(path_or_proto: Any) -> dict[str, str]:
     """The raw `metadata_props` of an ONNX file or onnx.ModelProto (the weights are not read)."""
     if isinstance(path_or_proto, (str, os.PathLike)):
-        proto = import_onnx().load(os.fspath(path_or_proto), load_external_data=False)
+        proto = load_onnx(path_or_proto)
     else:
         proto = path_or_proto
     return {p.key: p.value for p in proto.metadata_props}
+
+
+def load_onnx(path: str | os.PathLike[str]) -> Any:
+    """An ONNX file's ModelProto (external weights not read); ExportError naming the file if it is not ONNX."""
+    from google.protobuf.message import DecodeError
+
+    text = os.fspath(path)
+    if os.path.isdir(text):
+        raise ExportError(f"{text}: is a folder; expected an .onnx file")
+    try:
+        return import_onnx().load(text, load_external_data=False)
+    except (DecodeError, ValueError, UnicodeDecodeError) as exc:
+        raise ExportError(f"{text}: not a readable ONNX model (truncated or corrupt: {type(exc).__name__}: "
+                          f"{str(exc).splitlines()[0] if str(exc) else ''}); export it again") from None
 
 
 def openvino_metadata(path: str | os.PathLike[str]) -> dict[str, str]:

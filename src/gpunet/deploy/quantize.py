@@ -15,11 +15,14 @@ is available (ARM CPUs and TensorRT prefer symmetric int8 activations).
 
 Calibration images are preprocessed exactly like evaluation (the ONNX file's `gpunet.preprocess`
 metadata, written by `gpunet.deploy.export_onnx`), so quantization ranges match what the model sees.
+Unreadable calibration images are skipped, logged (which, and why) and counted in the INT8
+file's `gpunet.quantization` metadata. The INT8 file never replaces the float32 one it is made from.
 """
 
 from __future__ import annotations
 
 import json
+import logging
 import os
 import tempfile
 import types
@@ -35,7 +38,14 @@ from PIL import Image
 from gpunet._io import atomic_write_bytes
 from gpunet.data import ImageFolder, collate, expand_inputs, load_image
 from gpunet.deploy.common import INPUT_NAME
-from gpunet.deploy.metadata import META_PRECISION, META_PREPROCESS, META_QUANTIZATION, read_metadata, set_metadata
+from gpunet.deploy.metadata import (
+    META_LABEL_NAMES,
+    META_PRECISION,
+    META_PREPROCESS,
+    META_QUANTIZATION,
+    read_metadata,
+    set_metadata,
+)
 from gpunet.deploy.packages import import_onnx
 from gpunet.deploy.runtime import RUNTIMES, Runner, open_runner, run_padded
 from gpunet.errors import QuantizeError
@@ -43,6 +53,8 @@ from gpunet.metrics import correct_topk
 from gpunet.timing import median_time
 from gpunet.transforms import eval_transform
 from gpunet.zoo import IMAGENET_MEAN, IMAGENET_STD
+
+log = logging.getLogger("gpunet")
 
 DEFAULT_NUM_IMAGES = 128
 CALIBRATION_BATCH = 8
@@ -206,9 +218,15 @@ class ImageCalibrationReader:
 
 # ---------------------------------------------------------------------------- quantization
 
-def _check_float32_source(src: str) -> None:
+def _check_paths(src: str, out: str) -> None:
+    """The source is a float32 ONNX file; the output is a file path that is not the source."""
     if not os.path.isfile(src):
         raise FileNotFoundError(f"{src}: no such ONNX file")
+    if os.path.isdir(out):
+        raise QuantizeError(f"{out}: is a folder; expected the path of the INT8 .onnx file to write")
+    if os.path.exists(out) and os.path.samefile(src, out):
+        raise QuantizeError(f"{out} is the float32 model being quantized; write the INT8 model to another file "
+                            "(quantizing never replaces its input)")
     meta = read_metadata(src)
     if meta.get(META_PRECISION, "fp32") != "fp32":
         raise QuantizeError(f"{src} is a {meta[META_PRECISION]} export; quantize a float32 export (gpunet export "
@@ -274,7 +292,7 @@ def quantize_onnx(fp32_onnx_path: str | os.PathLike[str], out_path: str | os.Pat
     """
     onnx = import_onnx()
     src = os.fspath(fp32_onnx_path)
-    _check_float32_source(src)
+    _check_paths(src, os.fspath(out_path))
     _static_options(activation_type, calibrate_method)  # bad names fail before any work
     spec = _input_spec(src)
     paths = calibration_images(calibration_dir, num_images)
@@ -287,11 +305,20 @@ def quantize_onnx(fp32_onnx_path: str | os.PathLike[str], out_path: str | os.Pat
         proto = onnx.load(quant)
     details = {"format": "QDQ", "weights": "int8 symmetric " + ("per-channel" if per_channel else "per-tensor"),
                "activations": f"{activation_type} per-tensor", "calibration": calibrate_method,
-               "calibration_images": reader.used, "calibration_dir": os.path.abspath(calibration_dir)}
+               "calibration_images": reader.used, "calibration_skipped": len(reader.failed),
+               "calibration_dir": os.path.abspath(calibration_dir)}
+    _log_skipped(reader)
     src_meta = {p.key: p.value for p in onnx.load(src, load_external_data=False).metadata_props}
     set_metadata(proto, {**src_meta, META_PRECISION: "int8", META_QUANTIZATION: json.dumps(details)})
     atomic_write_bytes(out_path, proto.SerializeToString())
     return Path(out_path)
+
+
+def _log_skipped(reader: ImageCalibrationReader) -> None:
+    """Say how many calibration images could not be read, and which."""
+    if reader.failed:
+        log.warning("gpunet: %d of %d calibration images could not be read and were skipped:\n  %s",
+                    len(reader.failed), len(reader.paths), "\n  ".join(reader.failed))
 
 
 # ---------------------------------------------------------------------------- comparison
@@ -333,8 +360,12 @@ def _latency_ms(runner: Runner, x: np.ndarray, warmup: int, runs: int) -> float:
     return 1000.0 * median_time(lambda: runner(x), warmup=warmup, repeats=runs)
 
 
-def _check_classes(dataset: ImageFolder, spec: _InputSpec, path: str) -> None:
-    needed = 1000 if dataset.imagenet else dataset.num_classes
+def _number_classes(dataset: ImageFolder, spec: _InputSpec, path: str) -> None:
+    """Number the folders as the model's outputs (its recorded class names, else as ImageFolder does); check it."""
+    names = read_metadata(path).get(META_LABEL_NAMES)
+    if isinstance(names, list):
+        dataset.map_classes([str(n) for n in names])
+    needed = dataset.num_classes
     if spec.classes is not None and spec.classes != needed:
         kind = "ImageNet synset folders" if dataset.imagenet else f"{dataset.num_classes} class folders"
         raise QuantizeError(f"{dataset.root}: {kind} need a model with {needed} classes, but {path} has "
@@ -347,8 +378,9 @@ def compare_int8(fp32_path: str | os.PathLike[str], int8_path: str | os.PathLike
                  preprocess: Preprocess | None = None, runtime: str = "onnxruntime") -> QuantReport:
     """Top-1 of both models on an ImageFolder (`val_dir/<class>/<image>`), and their median batch-1 latency.
 
-    Class mapping as `gpunet.data.ImageFolder` (ImageNet synset folders -> the 1000 ImageNet
-    indices; other names sorted, 0..K-1, which needs a K-class model). Both models run in
+    Class mapping as `gpunet.data.ImageFolder`: by the class names the fp32 file records (a model
+    trained with `gpunet train`), else ImageNet synset folders -> the 1000 ImageNet indices, else
+    names sorted, 0..K-1, which needs a K-class model. Both models run in
     `runtime` ("onnxruntime" or "openvino", which runs the same QDQ file with its own INT8
     kernels) on the CPU with `threads` threads (the runtime's default when None). Latency: one
     image (the fixed batch of a fixed-batch file), `warmup` untimed runs then the median of `runs`.
@@ -358,7 +390,7 @@ def compare_int8(fp32_path: str | os.PathLike[str], int8_path: str | os.PathLike
     if runtime not in RUNTIMES:
         raise QuantizeError(f"runtime must be one of {', '.join(RUNTIMES)}, got {runtime!r}")
     spec = _input_spec(fp32_path)
-    _check_classes(dataset, spec, fp32_path)
+    _number_classes(dataset, spec, fp32_path)
     runners = {key: open_runner(path, runtime, threads=threads, device="cpu")
                for key, path in (("fp32", fp32_path), ("int8", int8_path))}
     tally = _score(runners, dataset, spec.batch or max(1, batch_size))

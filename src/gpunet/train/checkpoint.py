@@ -4,6 +4,11 @@ A checkpoint has timm's layout with NVIDIA's key names (`state_dict`, `state_dic
 `optimizer`, `epoch`, `args`, ...), so NVIDIA's code and `gpunet.create_model(..., weights=)`
 load it, plus a `gpunet` entry with what an exact resume needs (scheduler, scaler, step, RNG
 states). Everything in it is tensors, lists and plain numbers: it loads with weights_only=True.
+Its `label_names` entry lists the class names of the outputs (the class folders, in output order).
+
+Checkpoints are serialised in memory and then written atomically, so a full disk is an OSError
+naming the file (torch.save writing to a file reports it as an opaque RuntimeError) and the
+previous file stays as it was.
 """
 
 from __future__ import annotations
@@ -12,21 +17,25 @@ import csv
 import io
 import os
 import random
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 import numpy as np
 import torch
 
-from gpunet._io import atomic_write_bytes
+from gpunet._checks import naming_errors
+from gpunet._io import atomic_write, atomic_write_bytes
 from gpunet.errors import TrainError
+from gpunet.records import LABEL_NAMES
 
 CHECKPOINT_VERSION = 2  # timm's CheckpointSaver version (epoch = last completed epoch, 0-based)
 LAST, BEST, RECOVERY = "last.pth.tar", "model_best.pth.tar", "recovery.pth.tar"
 SUMMARY_COLUMNS = ("epoch", "train_loss", "eval_loss", "eval_top1", "eval_top5", "ema_eval_loss", "ema_top1",
                    "ema_top5", "lr", "img_per_sec")
-# settings of a run that a resumed run does not inherit
-ONE_OFF_SETTINGS = ("resume", "debug_step_delay", "pretrained", "initial_checkpoint")
+RUN_FILES = ("args.yaml", "summary.csv", "architecture.json", LAST, BEST, RECOVERY)  # what a run writes
+# settings of a run that a resumed run does not inherit (without --output/--experiment it writes beside its
+# checkpoint, so resuming a copied run never writes into the original's folder)
+ONE_OFF_SETTINGS = ("resume", "debug_step_delay", "pretrained", "initial_checkpoint", "output", "experiment")
 
 
 # ---------------------------------------------------------------------------- RNG state
@@ -106,6 +115,19 @@ def read_training_checkpoint(path: str) -> dict[str, Any]:
     return ckpt
 
 
+def save_checkpoint(ckpt: Mapping[str, Any], path: str) -> None:
+    """`torch.save(ckpt)` to `path` atomically; a write failure is the OSError of the write (ENOSPC, EACCES)."""
+    buf = io.BytesIO()
+    torch.save(ckpt, buf)
+
+    def write(tmp: str) -> None:
+        with open(tmp, "wb") as f:
+            f.write(buf.getbuffer())
+
+    with naming_errors(path):
+        atomic_write(path, write)
+
+
 def resume_settings(resume: str | os.PathLike[str] | None) -> dict[str, Any] | None:
     """The settings a resumed run starts from: the checkpoint's, less the one-off ones (None: no resume)."""
     if not resume:
@@ -128,6 +150,40 @@ def architecture_with_classes(arch: Any, num_classes: int) -> Any:
                                                                                         num_classes=num_classes),))
 
 
+# ---------------------------------------------------------------------------- the run folder
+
+def check_run_folder(folder: str, *, resuming: bool, overwrite: bool) -> None:
+    """Refuse to start a new run in a folder that holds another run's files (unless resuming or `overwrite`)."""
+    found = [f for f in RUN_FILES if os.path.exists(os.path.join(folder, f))]
+    if found and not resuming and not overwrite:
+        last = os.path.join(folder, LAST)
+        raise TrainError(f"{folder} already holds a training run ({', '.join(found)}); continue it with --resume "
+                         f"{last}, start over with --overwrite (its files are replaced), or choose another "
+                         "--experiment")
+
+
+def remove_run_files(folder: str) -> None:
+    """Delete a previous run's files from `folder` (`--overwrite`), so nothing of it mixes with the new run."""
+    for name in RUN_FILES:
+        path = os.path.join(folder, name)
+        if os.path.isfile(path):
+            os.unlink(path)
+
+
+def run_label_names(resume_ckpt: Mapping[str, Any] | None, folders: Sequence[str], num_classes: int) -> list[str]:
+    """The class names of a run's outputs: a resumed run's recorded ones, else those of the class folders
+    (`gpunet.labels.training_label_names`); a resumed run from before names were recorded keeps the sorted
+    folder order it was trained with."""
+    from gpunet.labels import training_label_names
+
+    if resume_ckpt is not None:
+        names = resume_ckpt.get(LABEL_NAMES)
+        if isinstance(names, list) and len(names) == num_classes:
+            return [str(n) for n in names]
+        return sorted(folders) + [f"class_{i}" for i in range(len(folders), num_classes)]
+    return training_label_names(folders, num_classes)
+
+
 # ---------------------------------------------------------------------------- summary.csv
 
 def write_summary(path: str, rows: list[dict[str, Any]]) -> None:
@@ -138,7 +194,8 @@ def write_summary(path: str, rows: list[dict[str, Any]]) -> None:
     w.writeheader()
     for r in rows:
         w.writerow({k: (f"{v:.6g}" if isinstance(v, float) else v) for k, v in r.items()})
-    atomic_write_bytes(path, buf.getvalue().encode())
+    with naming_errors(path):
+        atomic_write_bytes(path, buf.getvalue().encode())
 
 
 def read_summary(path: str) -> list[dict[str, Any]]:

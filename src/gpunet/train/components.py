@@ -188,6 +188,8 @@ def build_model(cfg: TrainConfig, arch: Architecture, num_classes: int, info: Di
     if cfg.freeze_backbone:
         for name, p in model.named_parameters():
             p.requires_grad_(name.startswith("classifier."))
+    if cfg.grad_checkpointing:
+        model.set_grad_checkpointing(True)  # type: ignore[operator]
     model.to(info.device)
     if cfg.channels_last:
         model.to(memory_format=torch.channels_last)

@@ -85,6 +85,8 @@ class TrainConfig(Mapping[str, Any]):
     drop_path: float | None = _setting(None, "max drop-path rate, by position (default: NVIDIA's builder: 0.2 "
                                              "non-distilled, 0 distilled)", MODEL, check="fraction")
     freeze_backbone: bool = _setting(False, "train only the classifier (linear probing)", MODEL)
+    grad_checkpointing: bool = _setting(False, "recompute each block's activations in the backward pass instead "
+                                               "of storing them: less memory, more compute, the same result", MODEL)
     # optimizer and schedule
     batch_size: int = _setting(128, "batch size per process (default {default})", OPTIM,
                                flags=("-b", "--batch-size"), check="positive_int")

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import contextlib
 import random
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from typing import Any
 
 import numpy as np
@@ -44,25 +44,39 @@ def forked_rng(seed: int) -> Iterator[None]:
 
 
 class SeededImageFolder(Dataset):
-    """ImageFolder samples whose random transform is a function of (seed, epoch, index) only."""
+    """ImageFolder samples whose random transform is a function of (seed, epoch, index) only.
 
-    def __init__(self, root: str, transform: Any, seed: int = 0) -> None:
+    Targets follow `label_names` (the run's class names: folder -> its position, as
+    `gpunet.labels.folder_targets`) when given, else torchvision's sorted folder order.
+    """
+
+    def __init__(self, root: str, transform: Any, seed: int = 0, label_names: Sequence[str] | None = None) -> None:
         from torchvision.datasets import ImageFolder
 
         self.folder = ImageFolder(root, loader=load_rgb)
         self.transform = transform
         self.seed = seed
         self.epoch = 0
-        self.classes = self.folder.classes
+        self.classes = self.folder.classes  # the class folders, sorted
+        self.samples: list[tuple[str, int]] = list(self.folder.samples)
+        if label_names is not None:
+            self.number_by(label_names)
+
+    def number_by(self, label_names: Sequence[str]) -> None:
+        """Targets as positions in `label_names` (a folder missing from them is a SettingError)."""
+        from gpunet.labels import folder_targets
+
+        mapping = folder_targets(self.folder.root, self.classes, label_names)
+        self.samples = [(path, mapping[self.classes[t]]) for path, t in self.folder.samples]
 
     def set_epoch(self, epoch: int) -> None:
         self.epoch = epoch
 
     def __len__(self) -> int:
-        return len(self.folder.samples)
+        return len(self.samples)
 
     def __getitem__(self, index: int) -> tuple[torch.Tensor, int]:
-        path, target = self.folder.samples[index]
+        path, target = self.samples[index]
         img = self.folder.loader(path)
         with forked_rng(((self.seed * 1_000_003 + self.epoch) * 10_000_019 + index) % (2 ** 63)):
             x = self.transform(img)

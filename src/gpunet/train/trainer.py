@@ -2,6 +2,13 @@
 
 Outputs (rank 0 only, written atomically) go to OUTPUT/EXPERIMENT: args.yaml, summary.csv,
 architecture.json, last.pth.tar, model_best.pth.tar and, on SIGTERM/SIGINT, recovery.pth.tar.
+A folder that already holds a run is refused unless the run resumes (`--resume`) or starts over
+(`overwrite=True`, `--overwrite`, which removes the previous run's files first), so runs never
+interleave and `model_best` only ever holds the best epoch of one run. Checkpoints record the
+class names (`label_names`: the class folders in output order) next to the architecture.
+
+Results (epoch lines, the best checkpoint, the teacher's accuracy) go to stdout; notes,
+warnings and step progress to stderr.
 
 Exact resume: the data order depends only on (seed, epoch) (a seeded distributed sampler),
 each sample's augmentation only on (seed, epoch, index) (forked, seeded RNGs), and a
@@ -15,6 +22,7 @@ from __future__ import annotations
 import json
 import os
 import signal
+import sys
 import time
 from collections.abc import Mapping
 from typing import Any
@@ -25,7 +33,8 @@ import torch.nn.functional as F
 from torch import nn
 from torch.utils.data import DataLoader
 
-from gpunet._io import atomic_write, atomic_write_bytes
+from gpunet._checks import naming_errors
+from gpunet._io import atomic_write_bytes
 from gpunet.arch import Architecture
 from gpunet.device import autocast
 from gpunet.errors import TrainError
@@ -37,10 +46,14 @@ from gpunet.train.checkpoint import (
     LAST,
     RECOVERY,
     architecture_with_classes,
+    check_run_folder,
     plain,
     read_summary,
     read_training_checkpoint,
+    remove_run_files,
     rng_state,
+    run_label_names,
+    save_checkpoint,
     seed_all,
     set_rng_state,
     to_cpu,
@@ -60,8 +73,9 @@ class Trainer:
     `cfg.resume`, restores the checkpoint's state; `run()` trains the remaining epochs.
     """
 
-    def __init__(self, cfg: TrainConfig | Mapping[str, Any]) -> None:
+    def __init__(self, cfg: TrainConfig | Mapping[str, Any], *, overwrite: bool = False) -> None:
         self.cfg = cfg if isinstance(cfg, TrainConfig) else resolve_config(base=cfg)
+        self.overwrite = overwrite
         if not self.cfg.data_dir:
             raise TrainError(C.NO_DATA)
         self.data_dir = self.cfg.data_dir
@@ -72,9 +86,14 @@ class Trainer:
         self.setup()
 
     def _say(self, message: str) -> None:
-        """A line on stdout from the main process only."""
+        """A result line on stdout from the main process only."""
         if self.info.is_main:
             print(message, flush=True)
+
+    def _note(self, message: str) -> None:
+        """A note, warning or progress line on stderr from the main process only."""
+        if self.info.is_main:
+            print(message, file=sys.stderr, flush=True)
 
     # ------------------------------------------------------------------ setup
     def setup(self) -> None:
@@ -84,6 +103,8 @@ class Trainer:
         arch, self.zoo_name = C.model_source(cfg, self.resume_ckpt)
         spec = C.input_spec(cfg, arch, self.zoo_name)
         self.img_size, self.crop_pct = spec.img_size, spec.crop_pct
+        self.output_dir = self._output_dir()
+        check_run_folder(self.output_dir, resuming=self.resume_ckpt is not None, overwrite=self.overwrite)
         self._setup_data(arch, spec)
         self.net = C.build_model(cfg, arch, self.num_classes, info, resuming=self.resume_ckpt is not None)
         self.arch = architecture_with_classes(arch, self.num_classes)  # the unwrapped model: saved, evaluated
@@ -98,7 +119,6 @@ class Trainer:
         self.best_epoch: int | None = None
         self.partial = {"loss_sum": 0.0, "samples": 0.0}
         self.summary_rows: list[dict[str, Any]] = []
-        self.output_dir = self._output_dir()
         if self.resume_ckpt is not None:
             self._load_resume(self.resume_ckpt)
 
@@ -107,10 +127,12 @@ class Trainer:
         from gpunet.transforms import eval_transform
 
         cfg = self.cfg
-        train_dir, val_dir = C.split_dirs(cfg, self.data_dir, self._say)
+        train_dir, val_dir = C.split_dirs(cfg, self.data_dir, self._note)
         self.train_set = SeededImageFolder(train_dir, None, cfg.seed)
         resumed_arch = arch if self.resume_ckpt is not None else None
         self.num_classes = C.class_count(cfg, self.train_set.classes, train_dir, resumed_arch)
+        self.label_names = run_label_names(self.resume_ckpt, self.train_set.classes, self.num_classes)
+        self.train_set.number_by(self.label_names)
         teacher = C.build_distill_teacher(cfg, self.num_classes, self.info.device)
         self.teacher = teacher.module if teacher else None
         self.teacher_size = teacher.img_size if teacher else None
@@ -119,10 +141,8 @@ class Trainer:
         self.train_set.transform = C.train_transform(cfg, self.load_size, spec)
         self.val_set = None
         if val_dir:
-            self.val_set = SeededImageFolder(val_dir, eval_transform(arch, img_size=spec.img_size,
-                                                                     crop_pct=spec.crop_pct), cfg.seed)
-            if self.val_set.classes != self.train_set.classes[:len(self.val_set.classes)]:
-                self._say(f"gpunet train: WARNING: {val_dir} classes differ from {train_dir}'s")
+            tf = eval_transform(arch, img_size=spec.img_size, crop_pct=spec.crop_pct)
+            self.val_set = SeededImageFolder(val_dir, tf, cfg.seed, self.label_names)
         loaders = C.build_loaders(cfg, self.train_set, self.val_set, self.info)
         self.sampler, self.train_loader, self.val_loader = loaders.sampler, loaders.train, loaders.val
         self.steps_per_epoch = loaders.steps_per_epoch
@@ -151,6 +171,7 @@ class Trainer:
         ckpt: dict[str, Any] = {
             "epoch": epoch,
             "arch": self.zoo_name or "gpunet",
+            "label_names": list(self.label_names),
             "state_dict": to_cpu(to_nvidia(self.net.state_dict(), self.arch)),
             "optimizer": to_cpu(self.optimizer.state_dict()),
             "version": CHECKPOINT_VERSION,
@@ -174,7 +195,7 @@ class Trainer:
         """Write `ckpt` as OUTPUT_DIR/name (main process only); its path."""
         path = os.path.join(self.output_dir, name)
         if self.info.is_main:
-            atomic_write(path, lambda tmp: torch.save(ckpt, tmp))
+            save_checkpoint(ckpt, path)
         return path
 
     def _load_resume(self, ckpt: dict[str, Any]) -> None:
@@ -207,13 +228,13 @@ class Trainer:
         if len(rngs) == self.info.world_size:
             self._resume_rng = rngs[self.info.rank]
         else:
-            self._say(f"gpunet train: resuming with {self.info.world_size} processes instead of "
+            self._note(f"gpunet train: resuming with {self.info.world_size} processes instead of "
                       f"{len(rngs)}: RNG states re-seeded (the run is not bit-identical)")
             self._resume_rng = None
             seed_all(self.cfg.seed + self.info.rank + self.global_step)
         self.summary_rows = [r for r in read_summary(os.path.join(self.output_dir, "summary.csv"))
                              if int(r["epoch"]) <= self.start_epoch]
-        self._say(f"gpunet train: resumed from {self.cfg.resume} at epoch {self.start_epoch + 1}, "
+        self._note(f"gpunet train: resumed from {self.cfg.resume} at epoch {self.start_epoch + 1}, "
                   f"step {self.skip_steps}/{self.steps_per_epoch} (global step {self.global_step})")
 
     # ------------------------------------------------------------------ training
@@ -300,7 +321,7 @@ class Trainer:
             self.partial = {"loss_sum": float(loss_sum), "samples": samples}
             bar.update(1)
             if info.is_main and (step + 1) % max(1, cfg.log_interval) == 0 or step + 1 == n_steps:
-                self._say(f"train: epoch {epoch + 1}/{self.num_epochs} batch {step + 1}/{n_steps} "
+                self._note(f"train: epoch {epoch + 1}/{self.num_epochs} batch {step + 1}/{n_steps} "
                           f"step {self.global_step} loss {loss.item():.4f} lr {self._lr():.4g}")
             if cfg.debug_step_delay:
                 time.sleep(cfg.debug_step_delay)
@@ -317,7 +338,7 @@ class Trainer:
     def _interrupt_mid_epoch(self, epoch: int, steps_done: int) -> None:
         """Save a recovery checkpoint at this step boundary and raise TrainingInterrupted."""
         path = self._save(self._checkpoint(epoch - 1, epoch, steps_done, None), RECOVERY)
-        self._say(f"gpunet train: saved recovery checkpoint {path} (epoch {epoch + 1}, batch {steps_done}/"
+        self._note(f"gpunet train: saved recovery checkpoint {path} (epoch {epoch + 1}, batch {steps_done}/"
                   f"{self.steps_per_epoch}, step {self.global_step}); continue with --resume {path}")
         raise TrainingInterrupted(self.stop.signum or signal.SIGTERM, path)
 
@@ -354,7 +375,7 @@ class Trainer:
         from gpunet.transforms import eval_transform
 
         tf = eval_transform(self.arch, img_size=self.teacher_size, crop_pct=self.teacher_crop_pct)
-        ds = SeededImageFolder(self.val_set.folder.root, tf)
+        ds = SeededImageFolder(self.val_set.folder.root, tf, label_names=self.label_names)
         m = self.evaluate(self.teacher, C.eval_loader(self.cfg, ds, self.info, seed=0))
         self._say(f"teacher {self.cfg.teacher} @ {self.teacher_size}px: top-1 {m['top1']:.2f}  "
                   f"top-5 {m['top5']:.2f}  loss {m['loss']:.4f}")
@@ -383,12 +404,16 @@ class Trainer:
         """Write args.yaml and architecture.json and say what is about to be trained."""
         cfg, info = self.cfg, self.info
         if info.is_main:
-            os.makedirs(self.output_dir, exist_ok=True)
-            atomic_write_bytes(os.path.join(self.output_dir, "args.yaml"), config_yaml(cfg, info.world_size).encode())
-            self.arch.save(os.path.join(self.output_dir, "architecture.json"))
+            if self.overwrite and self.resume_ckpt is None:
+                remove_run_files(self.output_dir)
+            with naming_errors(self.output_dir):
+                os.makedirs(self.output_dir, exist_ok=True)
+                atomic_write_bytes(os.path.join(self.output_dir, "args.yaml"),
+                                   config_yaml(cfg, info.world_size).encode())
+                self.arch.save(os.path.join(self.output_dir, "architecture.json"))
         n_params = sum(p.numel() for p in self.net.parameters())
         n_train = sum(p.numel() for p in self.net.parameters() if p.requires_grad)
-        self._say(f"gpunet train: {cfg.model or self.zoo_name} ({n_params / 1e6:.2f}M params, "
+        self._note(f"gpunet train: {cfg.model or self.zoo_name} ({n_params / 1e6:.2f}M params, "
                   f"{n_train / 1e6:.2f}M trainable), {self.num_classes} classes, {len(self.train_set)} train / "
                   f"{len(self.val_set) if self.val_set else 0} val images, {self.img_size}px"
                   + (f", teacher {cfg.teacher} @ {self.teacher_size}px" if self.teacher is not None else "")
