@@ -301,3 +301,15 @@ def test_pytorch_backends_on_cpu_and_settings_restored() -> None:
     peer_auto = recs[("timm:mobilenetv3_small_050", "auto")]
     assert not peer_auto["skipped"] and peer_auto["note"].startswith("timm model (no BN folding)")
     assert not any(r["reason"].startswith("failed") for r in results["records"])
+
+
+def test_models_accepts_an_architecture_json(tmp_path: Path) -> None:
+    """`--models my_arch.json` used to say "unknown model ... or pass the path of an NVIDIA-format JSON"."""
+    from gpunet.bench import resolve_models
+    from gpunet.zoo import get_architecture
+
+    path = tmp_path / "mine.json"
+    get_architecture("gpunet_0").save(path)
+    (spec,) = resolve_models(str(path), "", 64)
+    assert spec.name == str(path) and spec.img_size == 64 and spec.top1 is None and spec.macs > 0
+    assert spec.build().num_classes == 1000

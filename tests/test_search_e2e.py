@@ -120,3 +120,17 @@ def test_cli_usage_errors(tmp_path: Path, capsys: pytest.CaptureFixture[str]) ->
     data = make_dataset(tmp_path / "d", classes=2, train_per_class=1, val_per_class=1, size=8)
     code = main(["search", "--data", str(data), "-o", str(tmp_path / "o"), "--budget-ms", "1", "--space", "nope"])
     assert code == 2 and "unknown search space" in capsys.readouterr().err
+
+
+def test_a_dataset_smaller_than_one_batch_is_refused_before_any_work(tmp_path: Path) -> None:
+    """Used to end in a 38-line Ray traceback after the whole latency phase had run."""
+    data = make_dataset(tmp_path / "data", classes=2, train_per_class=3, val_per_class=1, size=24)
+    started = time.time()
+    done = subprocess.run([PYTHON, "-m", "gpunet", "search", "--data", str(data), "-o", str(tmp_path / "out"),
+                           "--space", "tiny", "--device", "cpu", "--train-batch-size", "8", "--budget-ms", "4"],
+                          env=env(), capture_output=True, text=True, timeout=120)
+    assert done.returncode == 2, done.stdout + done.stderr
+    assert done.stderr.strip().splitlines()[-1] == (
+        f"gpunet: error: --data {data}: train/ has 6 images, fewer than one training batch (--train-batch-size 8); "
+        "lower --train-batch-size or add images")
+    assert "Traceback" not in done.stderr and time.time() - started < 60

@@ -33,7 +33,7 @@ from gpunet.device import autocast, resolve_device
 from gpunet.errors import RandomWeightsError, SettingError
 from gpunet.labels import class_ids, class_names
 from gpunet.limits import check_image_size
-from gpunet.records import file_kind, label_names_of, read_records, set_label_names
+from gpunet.records import file_kind, label_names_of, set_label_names
 from gpunet.transforms import eval_transform, to_rgb
 
 ImageInput = Union[str, "os.PathLike[str]", Image.Image, torch.Tensor]
@@ -158,9 +158,6 @@ def load_model(model: str | os.PathLike[str] | nn.Module = "gpunet_d1", *,
     if num_classes is not None and getattr(net, "num_classes", num_classes) != num_classes:
         raise WeightsError(f"{weights or model} has a classifier for {net.num_classes} classes but {num_classes} "
                            "are needed; classifying with a freshly initialised classifier would be meaningless")
-    recorded = path or (os.fspath(model) if own_weights else None)
-    if recorded is not None and label_names_of(net) is None:
-        set_label_names(net, read_records(recorded).label_names)
     return net.eval()
 
 

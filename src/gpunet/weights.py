@@ -13,6 +13,7 @@ architecture, per block kind, and mapped to ours (`stages.3.0.pw.conv`).
 
 from __future__ import annotations
 
+import io
 import json
 import logging
 import os
@@ -26,16 +27,17 @@ from typing import IO, Any
 
 import torch
 from safetensors import SafetensorError, safe_open
-from safetensors.torch import save_file as save_safetensors
+from safetensors.torch import save as save_safetensors_bytes
 from torch import nn
 
 from gpunet import hub
 from gpunet._deprecation import moved
-from gpunet._io import atomic_write, check_zip_sizes, extract_zip_member
+from gpunet._io import atomic_write_bytes, check_zip_sizes, extract_zip_member
 from gpunet.arch import Architecture, HeadSpec, LayerSpec, TailSpec, loads_json
 from gpunet.blocks import is_fused
 from gpunet.builder import layer_module_paths
 from gpunet.errors import SettingError, WeightsError
+from gpunet.records import LABEL_NAMES, SAFETENSORS_LABELS_KEY, label_names_of
 
 log = logging.getLogger("gpunet")
 
@@ -398,7 +400,10 @@ def save_safetensors_checkpoint(model: nn.Module, path: str | os.PathLike[str]) 
     arch: Architecture = model.arch  # type: ignore[assignment]
     tensors = {k: v.detach().cpu().contiguous() for k, v in model.state_dict().items()}
     metadata = {SAFETENSORS_ARCH_KEY: json.dumps(arch.to_json()), "format": "pt"}
-    atomic_write(path, lambda tmp: save_safetensors(tensors, tmp, metadata=metadata))
+    names = label_names_of(model)
+    if names is not None:
+        metadata[SAFETENSORS_LABELS_KEY] = json.dumps(names)
+    atomic_write_bytes(path, save_safetensors_bytes(tensors, metadata=metadata))
 
 
 def save_nvidia_checkpoint(model: nn.Module, path: str | os.PathLike[str], layout: str = "timm") -> None:
@@ -413,11 +418,16 @@ def save_nvidia_checkpoint(model: nn.Module, path: str | os.PathLike[str], layou
     if layout == "timm":
         obj: Any = {"epoch": 0, "arch": getattr(model, "pretrained_cfg", {}).get("name", "gpunet"),
                     "state_dict": sd, "optimizer": {}, "version": 2, "state_dict_ema": sd}
+        names = label_names_of(model)
+        if names is not None:
+            obj[LABEL_NAMES] = names
     elif layout == "raw_state_dict":
         obj = sd
     else:
         raise SettingError(f"layout must be 'timm' or 'raw_state_dict', got {layout!r}")
-    atomic_write(path, lambda tmp: torch.save(obj, tmp))
+    buf = io.BytesIO()  # serialised first: a full disk is then one error naming `path`, old file kept
+    torch.save(obj, buf)
+    atomic_write_bytes(path, buf.getvalue())
 
 
 __getattr__ = moved(__name__, {"convert": "gpunet.conversion", "load_weights": "gpunet.zoo",

@@ -341,6 +341,7 @@ def create_model(name_or_path: str | os.PathLike[str] | Architecture, *, pretrai
     """
     from gpunet import weights as W
     from gpunet.model import DEFAULT_DROP_RATE, GPUNet, GPUNetFeatures
+    from gpunet.records import read_records, set_label_names
 
     arch, zoo_name = resolve_architecture(name_or_path)
     if weights is None and not isinstance(name_or_path, Architecture) and os.fspath(name_or_path).endswith(
@@ -369,6 +370,7 @@ def create_model(name_or_path: str | os.PathLike[str] | Architecture, *, pretrai
     if state_dict is not None and path is not None:
         W.load_state_dict(model, fit_input_channels(state_dict, model.arch), path, name=zoo_name,  # type: ignore[arg-type]
                           recognise=guess_model)
+        set_label_names(model, read_records(path).label_names)  # the class names the weights were trained with
     return model.eval()
 
 

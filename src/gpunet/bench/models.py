@@ -26,9 +26,10 @@ class ModelSpec:
 
 
 def resolve_models(models: str | Sequence[str], peers: str | Sequence[str], img_size: int | None) -> list[ModelSpec]:
-    """Zoo names (or "all") and timm peers ("timm:NAME", also accepted among `models`) -> specs, in order."""
+    """Zoo names or NVIDIA-format architecture JSONs (or "all") and timm peers ("timm:NAME", also accepted
+    among `models`) -> specs, in order."""
     from gpunet.info import count_macs
-    from gpunet.zoo import create_model, get_architecture, get_pretrained_config, list_models
+    from gpunet.zoo import create_model, get_pretrained_config, list_models, resolve_architecture
 
     names = split_list(models)
     names = tuple(list_models()) if names == ("all",) else names
@@ -37,13 +38,13 @@ def resolve_models(models: str | Sequence[str], peers: str | Sequence[str], img_
     for name in names:
         if name.startswith("timm:"):
             continue
-        try:
-            arch = get_architecture(name)
+        try:  # a zoo name or an NVIDIA-format architecture JSON
+            arch, zoo_name = resolve_architecture(name)
         except GPUNetError as e:
             raise BenchmarkError(str(e)) from None
         size = img_size or arch.img_resolution
-        specs.append(ModelSpec(name, size, count_macs(name, size), get_pretrained_config(name).top1,
-                               functools.partial(create_model, name), True))
+        top1 = get_pretrained_config(zoo_name).top1 if zoo_name == name else None
+        specs.append(ModelSpec(name, size, count_macs(arch, size), top1, functools.partial(create_model, arch), True))
     for peer in peer_names:
         if not peer.startswith("timm:"):
             raise BenchmarkError(f"peer {peer!r}: expected timm:NAME, e.g. timm:efficientnet_b3")

@@ -36,7 +36,8 @@ def _int_list(text: str) -> list[int]:
 def add_benchmark_arguments(parser: argparse.ArgumentParser) -> argparse.ArgumentParser:
     """The options of `gpunet benchmark`."""
     parser.add_argument("--models", default="gpunet_d1",
-                        help="comma-separated zoo names, or 'all' (default gpunet_d1)")
+                        help="comma-separated zoo names or NVIDIA-format architecture JSON files, or 'all' "
+                             "(default gpunet_d1)")
     parser.add_argument("--peers", default="",
                         help="comma-separated timm models to compare, as timm:NAME (random weights, their own "
                              "input size unless --img-size), e.g. timm:efficientnet_b3,timm:resnet50")

@@ -54,13 +54,20 @@ def search(cfg: SearchConfig) -> SearchResult:
     return run.finish(cands, front, refs, time.time() - started)
 
 
-def _num_classes(data: str) -> int:
+def _num_classes(data: str, batch_size: int) -> int:
+    """The class count of `data`, checked before any latency work: two classes, at least one training batch."""
+    from gpunet.data import expand_inputs
+
     train_dir = os.path.join(data, "train")
     if not os.path.isdir(train_dir) or not os.path.isdir(os.path.join(data, "val")):
         raise SearchError(f"--data {data}: expected an ImageFolder dataset with train/ and val/ folders")
     classes = [d for d in os.listdir(train_dir) if os.path.isdir(os.path.join(train_dir, d))]
     if len(classes) < 2:
         raise SearchError(f"--data {data}: train/ needs at least two class folders")
+    images = len(expand_inputs([train_dir])[0])
+    if images < batch_size:
+        raise SearchError(f"--data {data}: train/ has {images} images, fewer than one training batch "
+                          f"(--train-batch-size {batch_size}); lower --train-batch-size or add images")
     return len(classes)
 
 
@@ -75,7 +82,7 @@ class _Search:
     def __init__(self, cfg: SearchConfig) -> None:
         _check_numbers(cfg)
         self.cfg = cfg
-        self.num_classes = _num_classes(cfg.data)
+        self.num_classes = _num_classes(cfg.data, cfg.train_batch_size)
         self.out = os.path.abspath(cfg.output)
         os.makedirs(self.out, exist_ok=True)
         self.space = self._space()
