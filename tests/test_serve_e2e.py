@@ -389,6 +389,7 @@ def test_a_killed_model_replica_is_restarted_and_requests_in_flight_are_retried(
     for status, text in answers:  # answered after the restart, or told what happened
         assert status == 200 or (status == 503 and "replica died" in json.loads(text)["error"]), (status, text)
     assert any(status == 200 for status, _ in answers)
+    print(f"model replica killed under load: statuses {sorted(status for status, _ in answers)}")
     (new,) = model_replicas(server)
     assert new != replica
     with ThreadPoolExecutor(8) as pool:

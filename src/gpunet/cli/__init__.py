@@ -37,7 +37,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     parser = argparse.ArgumentParser(
         prog="gpunet", description="NVIDIA's GPUNet image classifiers: classify images, measure accuracy, "
-                                   "inspect, convert, train, export and benchmark models.")
+                                   "inspect, convert, train, export, benchmark and serve models.")
     parser.add_argument("--version", action="version", version=f"gpunet {__version__}")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
     for module, function in COMMANDS:
