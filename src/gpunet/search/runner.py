@@ -82,6 +82,7 @@ class _Search:
     def __init__(self, cfg: SearchConfig) -> None:
         _check_numbers(cfg)
         self.cfg = cfg
+        get_space(cfg.space)  # an unknown space, then unfit data, are refused before anything is written
         self.num_classes = _num_classes(cfg.data, cfg.train_batch_size)
         self.out = os.path.abspath(cfg.output)
         os.makedirs(self.out, exist_ok=True)
