@@ -13,7 +13,7 @@
 The command line (`gpunet search`) is `gpunet.cli.search`.
 """
 
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 from gpunet._deprecation import moved
 from gpunet._lazy import lazy_attributes
@@ -55,10 +55,6 @@ __all__ = [
     "non_dominated_sort", "nvidia_space", "pareto_front", "search", "spearman", "tiny_space",
 ]
 
-_lazy = lazy_attributes(__name__, _SOURCES)
 # the command-line functions moved to gpunet.cli.search
-_moved = moved(__name__, {"add_search_arguments": "gpunet.cli.search", "run_search": "gpunet.cli.search"})
-
-
-def __getattr__(name: str) -> Any:
-    return _lazy(name) if name in _SOURCES else _moved(name)
+__getattr__ = lazy_attributes(__name__, _SOURCES, fallback=moved(__name__, {
+    "add_search_arguments": "gpunet.cli.search", "run_search": "gpunet.cli.search"}))

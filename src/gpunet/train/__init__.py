@@ -63,9 +63,8 @@ def train(data_dir: str | os.PathLike[str] | None = None, *, recipe: str | None 
     return Trainer(config_for_run(recipe, overrides)).run()
 
 
-_lazy = lazy_attributes(__name__, _LAZY)
 # Old names of the flat `gpunet.train` module, now in its parts (or the command line's).
-_moved = moved(__name__, {
+__getattr__ = lazy_attributes(__name__, _LAZY, fallback=moved(__name__, {
     "add_train_arguments": "gpunet.cli.train", "run_from_args": "gpunet.cli.train", "main": "gpunet.cli.train",
     "EXIT_OK": "gpunet.cli.common", "EXIT_USAGE": "gpunet.cli.common",
     "DEFAULTS": "gpunet.train.config",
@@ -75,8 +74,4 @@ _moved = moved(__name__, {
     "architecture_with_classes": "gpunet.train.checkpoint",
     "SeededImageFolder": "gpunet.train.data", "forked_rng": "gpunet.train.data", "load_rgb": "gpunet.train.data",
     "DistributedError": "gpunet.errors",
-})
-
-
-def __getattr__(name: str) -> Any:
-    return _lazy(name) if name in _LAZY else _moved(name)
+}))
