@@ -204,11 +204,13 @@ def test_amp_training_steps(tmp_path: Path, amp_dtype: str) -> None:
 
 
 def test_torchrun_one_process_on_cuda(tmp_path: Path) -> None:
+    """One torchrun process: the trainer's own NCCL group and DDP, with AMP and channels_last."""
     make_dataset(tmp_path / "data", classes=2, train_per_class=8, val_per_class=2)
     write_arch(tmp_path / "tiny.json", TINY_A)
     r = run_train(["data", "--model", "tiny.json", "--device", "cuda", "--amp", "--channels-last", "--epochs", "1",
                    "-b", "4", "--workers", "0", "--output", "out", "--experiment", "x"], cwd=tmp_path, torchrun=1)
     assert r.returncode == 0, r.stderr[-2000:]
+    assert "1 process(es) on cuda:0 (DDP over nccl)" in r.stderr
     assert (tmp_path / "out" / "x" / "last.pth.tar").is_file()
 
 

@@ -1,4 +1,4 @@
-"""Training: recipes, exact resume after SIGTERM, torchrun = single process, distillation, fine-tuning.
+"""Training: recipes, exact resume after SIGTERM, torchrun (1 process: DDP) = single process, distillation, fine-tuning.
 
 Everything runs on CPU with a few-layer GPUNet JSON, 32-48 px images and 16 images.
 Subprocess tests use the real entry point (`python -m gpunet train`, `torchrun -m gpunet train`).
@@ -15,13 +15,14 @@ from typing import Any
 import pytest
 import torch
 import yaml
-from _train_helpers import PYTHON, TINY_A, TINY_B, env, load_ckpt, make_dataset, run_train, write_arch
+from _train_helpers import PYTHON, TINY_A, TINY_B, TORCHRUN, env, load_ckpt, make_dataset, run_train, write_arch
 
 import gpunet
 from gpunet.cli import main as gpunet_main
-from gpunet.errors import RecipeError
+from gpunet.errors import DistributedError, RecipeError
 from gpunet.train import RECIPES, Trainer, resolve_config, scaled_lr, train
 from gpunet.train.distill import kd_loss
+from gpunet.train.distributed import init_distributed
 from gpunet.weights import save_nvidia_checkpoint
 
 
@@ -196,6 +197,21 @@ def test_recipe_settings_run_one_epoch_on_a_tiny_model(work: Path) -> None:
     assert args["opt"] == "rmsproptf" and args["aa"] == "rand-m9-mstd0.5" and args["teacher_img_size"] == 48
 
 
+@pytest.mark.parametrize("autotune", [True, False])
+def test_cudnn_autotuning_is_on_for_the_run_only(work: Path, autotune: bool) -> None:
+    """`cudnn_benchmark` (default on) holds while the model trains; the process setting comes back after."""
+    cfg = resolve_config(None, _quiet(data_dir=str(work / "data"), model=str(work / "tiny_a.json"), img_size=32,
+                                      batch_size=8, epochs=1, val_split="", cudnn_benchmark=autotune,
+                                      output=str(work / "autotune"), experiment=str(autotune)))
+    tr = Trainer(cfg)
+    seen: list[bool] = []
+    tr.net.register_forward_pre_hook(lambda m, a: seen.append(torch.backends.cudnn.benchmark))
+    before = torch.backends.cudnn.benchmark
+    tr.run()
+    assert seen and set(seen) == {autotune}
+    assert torch.backends.cudnn.benchmark is before
+
+
 # ---------------------------------------------------------------------------- outputs, resume
 
 RESUME_ARGS = ["--img-size", "32", "-b", "4", "--epochs", "3", "--workers", "0", "--device", "cpu",
@@ -270,15 +286,25 @@ def test_outputs_are_nvidia_compatible(work: Path) -> None:
 
 # ---------------------------------------------------------------------------- torchrun
 
-def test_torchrun_two_processes_equal_one(work: Path) -> None:
-    """2 gloo processes x batch 4 (sync BN) == 1 process x batch 8. Augmentation (RandAugment, erasing)
-    is a function of the sample, so it stays on; dropout/drop path/mixup are per-process RNG: off."""
+def test_torchrun_one_and_two_processes_equal_one_plain_process(work: Path) -> None:
+    """1 torchrun process (DDP over gloo) == a plain process, bit for bit; 2 gloo processes x batch 4
+    (sync BN) == 1 process x batch 8. Augmentation (RandAugment, erasing) is a function of the sample,
+    so it stays on; dropout/drop path/mixup are per-process RNG: off."""
     common = [str(work / "data"), "--model", str(work / "tiny_a.json"), "--output", str(work / "ddp"),
               "--img-size", "32", "--epochs", "2", "--workers", "0", "--device", "cpu", "--drop", "0",
               "--drop-path", "0", "--aa", "rand-m9-mstd0.5", "--reprob", "0.2", "--opt", "sgd", "--lr", "0.05",
               "--sched", "step", "--warmup-epochs", "0", "--model-ema", "--model-ema-decay", "0.5"]
     one = run_train([*common, "-b", "8", "--experiment", "one"], cwd=work)
     assert one.returncode == 0, one.stderr[-3000:]
+    solo = run_train([*common, "-b", "8", "--experiment", "solo"], cwd=work, torchrun=1)
+    assert solo.returncode == 0, solo.stderr[-3000:]
+    assert "1 process(es) on cpu (DDP over gloo)" in solo.stderr
+    assert "(DDP" not in one.stderr
+    a, s = load_ckpt(work / "ddp" / "one" / "last.pth.tar"), load_ckpt(work / "ddp" / "solo" / "last.pth.tar")
+    for key in ("state_dict", "state_dict_ema"):
+        assert a[key].keys() == s[key].keys() and all(torch.equal(a[key][k], s[key][k]) for k in a[key]), key
+    rows_solo = [r.rsplit(",", 1)[0] for r in (work / "ddp" / "solo" / "summary.csv").read_text().splitlines()]
+    assert rows_solo == [r.rsplit(",", 1)[0] for r in (work / "ddp" / "one" / "summary.csv").read_text().splitlines()]
     two = run_train([*common, "-b", "4", "--sync-bn", "--experiment", "two"], cwd=work, torchrun=2)
     assert two.returncode == 0, (two.stdout[-2000:], two.stderr[-3000:])
     assert "2 process(es) on cpu" in two.stderr
@@ -293,6 +319,33 @@ def test_torchrun_two_processes_equal_one(work: Path) -> None:
         fa, fb = [float(v) for v in ra.split(",")[:-1]], [float(v) for v in rb.split(",")[:-1]]
         assert fa == pytest.approx(fb, rel=1e-4, abs=1e-5)
     assert not list((work / "ddp").glob("two/*.tmp"))
+
+
+FLAG_SCRIPT = """
+import sys
+from gpunet.train.distributed import any_process_flag, init_distributed
+info = init_distributed("cpu")
+print(info.rank, info.distributed, any_process_flag(15 if info.rank == 1 else 0, info), flush=True)
+"""
+
+
+def test_a_stop_flag_raised_in_one_process_reaches_every_process(tmp_path: Path) -> None:
+    """What makes all processes stop at the same step when a signal reaches only one of them."""
+    script = tmp_path / "flag.py"
+    script.write_text(FLAG_SCRIPT)
+    two = subprocess.run([TORCHRUN, "--standalone", "--nproc-per-node=2", str(script)], env=env(),
+                         capture_output=True, text=True, timeout=120)
+    assert two.returncode == 0, two.stderr[-3000:]
+    assert sorted(two.stdout.split("\n")[:2]) == ["0 True 15", "1 True 15"]
+    plain = subprocess.run([PYTHON, str(script)], env=env(), capture_output=True, text=True, timeout=60)
+    assert plain.stdout.strip() == "0 False 0", plain.stderr[-2000:]
+
+
+def test_world_size_without_torchrun_is_a_clear_error(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("WORLD_SIZE", "2")
+    monkeypatch.delenv("MASTER_ADDR", raising=False)
+    with pytest.raises(DistributedError, match="WORLD_SIZE=2 but MASTER_ADDR is not set: start multi-process"):
+        init_distributed("cpu")
 
 
 # ---------------------------------------------------------------------------- distillation

@@ -64,3 +64,18 @@ def cpu_threads(threads: int | None) -> Iterator[int]:
         yield torch.get_num_threads()
     finally:
         torch.set_num_threads(before)
+
+
+@contextlib.contextmanager
+def cudnn_autotune(enabled: bool = True) -> Iterator[None]:
+    """`torch.backends.cudnn.benchmark = enabled` for the block only (the previous value is restored).
+
+    cuDNN then times its convolution algorithms for each new input shape and keeps the fastest:
+    slower first calls, faster steady state. Process-wide state, hence a scoped switch.
+    """
+    before = torch.backends.cudnn.benchmark
+    torch.backends.cudnn.benchmark = enabled
+    try:
+        yield
+    finally:
+        torch.backends.cudnn.benchmark = before

@@ -60,8 +60,7 @@ from gpunet.bench.config import COMPILED_BACKENDS, PER_BATCH_BACKENDS, Benchmark
 from gpunet.bench.machine import PEAK_SIZE, machine_info, measure_peak
 from gpunet.bench.models import ModelSpec, resolve_models
 from gpunet.bench.records import Record
-from gpunet.deploy.optimize import cudnn_autotune
-from gpunet.device import PRECISIONS, cpu_threads, resolve_device
+from gpunet.device import PRECISIONS, cpu_threads, cudnn_autotune, resolve_device
 from gpunet.timing import sample_times, time_call
 
 Log = Callable[[str], None]

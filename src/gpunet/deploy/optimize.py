@@ -19,9 +19,8 @@ default.
 
 from __future__ import annotations
 
-import contextlib
 from collections import OrderedDict
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from dataclasses import dataclass, replace
 from typing import Any
 
@@ -29,7 +28,7 @@ import torch
 from torch import nn
 
 from gpunet._optional import importable
-from gpunet.device import PRECISIONS, resolve_device
+from gpunet.device import PRECISIONS, cudnn_autotune, resolve_device
 from gpunet.errors import SettingError
 from gpunet.model import fuse
 
@@ -186,21 +185,6 @@ def _compiled(model: nn.Module, plan: InferencePlan) -> nn.Module:
         options.update(torch._inductor.list_mode_options(mode))
         mode = None
     return torch.compile(model, mode=mode, options=options, dynamic=plan.dynamic)  # type: ignore[return-value]
-
-
-@contextlib.contextmanager
-def cudnn_autotune(enabled: bool = True) -> Iterator[None]:
-    """`torch.backends.cudnn.benchmark = enabled` for the block only (the previous value is restored).
-
-    cuDNN then times its convolution algorithms for each new input shape and keeps the fastest:
-    slower first calls, faster steady state. Process-wide state, hence a scoped switch.
-    """
-    before = torch.backends.cudnn.benchmark
-    torch.backends.cudnn.benchmark = enabled
-    try:
-        yield
-    finally:
-        torch.backends.cudnn.benchmark = before
 
 
 class MicroBatch(nn.Module):

@@ -154,6 +154,8 @@ class TrainConfig(Mapping[str, Any]):
                               choices=("float16", "bfloat16"))
     channels_last: bool = _setting(False, "channels_last memory format", RUNTIME)
     compile: bool = _setting(False, "torch.compile the model", RUNTIME)
+    cudnn_benchmark: bool = _setting(True, "cuDNN autotuning on CUDA during the run: the fastest convolution "
+                                           "algorithms for its fixed input sizes (default on)", RUNTIME)
     sync_bn: bool = _setting(False, "synchronised BatchNorm across processes", RUNTIME)
     dist_bn: str = _setting("reduce", "without --sync-bn: '{default}' (default) or 'broadcast' BN stats each epoch,"
                                       " '' for neither", RUNTIME, choices=("reduce", "broadcast", ""))

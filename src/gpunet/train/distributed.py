@@ -22,16 +22,25 @@ from gpunet.errors import DistributedError
 
 @dataclass
 class DistInfo:
-    """This process's place in the run: process count, rank, rank on its node, device."""
+    """This process's place in the run: process count, rank, rank on its node, device.
+
+    `launched`: torchrun started this process (its rendezvous variables are set), so there is a
+    process group, even for one process. `control_group`: the group for host-side control
+    messages (the stop flag): gloo, so reading them never waits for the GPU's queue; None means
+    the default group, which is gloo already on CPU.
+    """
 
     world_size: int
     rank: int
     local_rank: int
     device: torch.device
+    launched: bool = False
+    control_group: Any = None
 
     @property
     def distributed(self) -> bool:
-        return self.world_size > 1
+        """A process group exists: the model is under DDP and results are reduced over processes."""
+        return self.launched or self.world_size > 1
 
     @property
     def is_main(self) -> bool:
@@ -42,19 +51,43 @@ def init_distributed(device: str = "auto") -> DistInfo:
     """torchrun's environment -> process group (NCCL on GPU, gloo on CPU) and this process's device.
 
     `device` as `gpunet.device.resolve_device` reads it; a plain `cuda` means this process's
-    local rank's GPU under torchrun, else the current one.
+    local rank's GPU under torchrun, else the current one. Under torchrun the group is created
+    for any number of processes (one included: the run then goes through DDP and NCCL exactly as
+    a multi-GPU one does); a plain process (no torchrun variables) runs without one.
     """
     world = _env_int("WORLD_SIZE", 1)
     rank = _env_int("RANK", 0)
     local = _env_int("LOCAL_RANK", 0)
+    launched = "WORLD_SIZE" in os.environ and "MASTER_ADDR" in os.environ
+    if world > 1 and not launched:
+        raise DistributedError(f"WORLD_SIZE={world} but MASTER_ADDR is not set: start multi-process runs with "
+                               "torchrun (e.g. torchrun --nproc-per-node N -m gpunet train ...)")
     dev = resolve_device(device)
     if dev.type == "cuda":
         if dev.index is None:
-            dev = torch.device("cuda", local if world > 1 else torch.cuda.current_device())
+            dev = torch.device("cuda", local if launched else torch.cuda.current_device())
         torch.cuda.set_device(dev)
-    if world > 1 and not dist.is_initialized():
-        dist.init_process_group(backend="nccl" if dev.type == "cuda" else "gloo")
-    return DistInfo(world, rank, local, dev)
+    control = None
+    if launched:
+        backend = "nccl" if dev.type == "cuda" else "gloo"
+        if not dist.is_initialized():
+            dist.init_process_group(backend=backend)
+        if dist.get_backend() != "gloo":
+            control = dist.new_group(backend="gloo")
+    return DistInfo(world, rank, local, dev, launched, control)
+
+
+def any_process_flag(value: int, info: DistInfo) -> int:
+    """The largest of every process's `value` (a host-side flag such as a signal number; 0: none).
+
+    Runs on the gloo control group with a CPU tensor, so it never synchronises with the GPU; in a
+    single plain process it is `value` itself.
+    """
+    if not info.distributed:
+        return value
+    t = torch.tensor([value], dtype=torch.int64)
+    dist.all_reduce(t, op=dist.ReduceOp.MAX, group=info.control_group)
+    return int(t.item())
 
 
 def _env_int(name: str, default: int) -> int:

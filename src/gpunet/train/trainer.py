@@ -36,7 +36,7 @@ from torch.utils.data import DataLoader
 from gpunet._checks import naming_errors
 from gpunet._io import atomic_write_bytes
 from gpunet.arch import Architecture
-from gpunet.device import autocast
+from gpunet.device import autocast, cudnn_autotune
 from gpunet.errors import TrainError
 from gpunet.metrics import correct_topk
 from gpunet.train import components as C
@@ -62,7 +62,7 @@ from gpunet.train.checkpoint import (
 from gpunet.train.config import DEFAULT_OUTPUT, TrainConfig, config_yaml, resolve_config
 from gpunet.train.data import SeededImageFolder
 from gpunet.train.distill import kd_loss, resize_for_student
-from gpunet.train.distributed import all_reduce_sum, init_distributed
+from gpunet.train.distributed import all_reduce_sum, any_process_flag, init_distributed
 from gpunet.train.progress import StopFlag, TrainingInterrupted, TrainResult, epoch_line, progress_bar
 
 
@@ -117,7 +117,8 @@ class Trainer:
         self.start_epoch, self.skip_steps, self.global_step = 0, 0, 0
         self.best_metric: float | None = None
         self.best_epoch: int | None = None
-        self.partial = {"loss_sum": 0.0, "samples": 0.0}
+        self.partial = {"loss_sum": 0.0, "samples": 0.0}  # a resumed epoch's loss so far
+        self._epoch_loss, self._epoch_samples = torch.zeros((), dtype=torch.float64), 0.0  # the current epoch's
         self.summary_rows: list[dict[str, Any]] = []
         if self.resume_ckpt is not None:
             self._load_resume(self.resume_ckpt)
@@ -249,15 +250,11 @@ class Trainer:
         return x, y
 
     def _should_stop(self) -> bool:
-        """A signal reached this process or (all-reduced) any other: every process stops at the same step."""
-        flag = self.stop.signum is not None
-        if self.info.distributed:
-            t = torch.tensor([self.stop.signum or 0], dtype=torch.int64, device=self.info.device)
-            dist.all_reduce(t, op=dist.ReduceOp.MAX)
-            if t.item() and self.stop.signum is None:
-                self.stop.signum = int(t.item())
-            flag = bool(t.item())
-        return flag
+        """A signal reached this process or any other (a host-side all-reduce): all stop at the same step."""
+        signum = any_process_flag(self.stop.signum or 0, self.info)
+        if signum and self.stop.signum is None:
+            self.stop.signum = signum
+        return bool(signum)
 
     def _set_train_mode(self) -> None:
         self.model.train()
@@ -299,15 +296,19 @@ class Trainer:
         return loss
 
     def train_one_epoch(self, epoch: int) -> dict[str, float]:
-        """Train epoch `epoch` (0-based) from where a resumed run stopped; its mean loss and images/s."""
+        """Train epoch `epoch` (0-based) from where a resumed run stopped; its mean loss and images/s.
+
+        The loss is summed on the device and read back only for log lines and at the end of the
+        epoch (or a recovery checkpoint), so steps queue up on the GPU without waiting for each other.
+        """
         cfg, info, n_steps = self.cfg, self.info, self.steps_per_epoch
         self._set_train_mode()
         self.train_set.set_epoch(epoch)
         self.sampler.set_epoch(epoch)
         skip, self.skip_steps = self.skip_steps, 0
         self.sampler.skip = skip * cfg.batch_size
-        loss_sum = torch.tensor(self.partial["loss_sum"], dtype=torch.float64)
-        samples = self.partial["samples"]
+        self._epoch_loss = torch.tensor(self.partial["loss_sum"], dtype=torch.float64, device=info.device)
+        self._epoch_samples = self.partial["samples"]
         started, timed_samples = time.perf_counter(), 0
         bar = progress_bar(n_steps, skip, f"epoch {epoch + 1}/{self.num_epochs}", info.is_main)
         for step, (x, y) in enumerate(self.train_loader, start=skip):
@@ -315,10 +316,9 @@ class Trainer:
                 break
             x, y = self._to_device(x, y)
             loss = self._train_step(x, y)
-            loss_sum += loss.detach().double().cpu() * x.shape[0]
-            samples += x.shape[0]
+            self._epoch_loss += loss.detach().double() * x.shape[0]
+            self._epoch_samples += x.shape[0]
             timed_samples += x.shape[0]
-            self.partial = {"loss_sum": float(loss_sum), "samples": samples}
             bar.update(1)
             if info.is_main and (step + 1) % max(1, cfg.log_interval) == 0 or step + 1 == n_steps:
                 self._note(f"train: epoch {epoch + 1}/{self.num_epochs} batch {step + 1}/{n_steps} "
@@ -329,14 +329,16 @@ class Trainer:
                 bar.close()
                 self._interrupt_mid_epoch(epoch, step + 1)
         bar.close()
+        loss_sum = float(self._epoch_loss)  # waits for the epoch's last step: the time below includes it
         elapsed = time.perf_counter() - started
-        total_loss, total_samples, total_timed = all_reduce_sum([float(loss_sum), samples, timed_samples], info)
+        total_loss, total_samples, total_timed = all_reduce_sum([loss_sum, self._epoch_samples, timed_samples], info)
         self.partial = {"loss_sum": 0.0, "samples": 0.0}
         return {"train_loss": total_loss / max(total_samples, 1.0),
                 "img_per_sec": total_timed / elapsed if elapsed > 0 else 0.0}
 
     def _interrupt_mid_epoch(self, epoch: int, steps_done: int) -> None:
         """Save a recovery checkpoint at this step boundary and raise TrainingInterrupted."""
+        self.partial = {"loss_sum": float(self._epoch_loss), "samples": self._epoch_samples}
         path = self._save(self._checkpoint(epoch - 1, epoch, steps_done, None), RECOVERY)
         self._note(f"gpunet train: saved recovery checkpoint {path} (epoch {epoch + 1}, batch {steps_done}/"
                   f"{self.steps_per_epoch}, step {self.global_step}); continue with --resume {path}")
@@ -417,8 +419,13 @@ class Trainer:
                   f"{n_train / 1e6:.2f}M trainable), {self.num_classes} classes, {len(self.train_set)} train / "
                   f"{len(self.val_set) if self.val_set else 0} val images, {self.img_size}px"
                   + (f", teacher {cfg.teacher} @ {self.teacher_size}px" if self.teacher is not None else "")
-                  + f"; {info.world_size} process(es) on {info.device}, batch {cfg.batch_size}/process, "
+                  + f"; {info.world_size} process(es) on {info.device}{self._parallel_note()}, "
+                  f"batch {cfg.batch_size}/process, "
                   f"lr {self.lr:.4g}, {self.num_epochs} epochs -> {self.output_dir}")
+
+    def _parallel_note(self) -> str:
+        """How the processes work together, for the start line: ' (DDP over nccl)' under torchrun, else ''."""
+        return f" (DDP over {dist.get_backend()})" if self.info.distributed else ""
 
     def _restore_position(self) -> None:
         """A resumed run: the scheduler at the resumed epoch and step, the RNGs as they were."""
@@ -469,14 +476,19 @@ class Trainer:
             self.test_teacher()
         self.stop.install()
         try:
-            self._restore_position()
-            last: dict[str, float] = {}
-            for epoch in range(self.start_epoch, self.num_epochs):
-                last = self._run_epoch(epoch)
-            if self.info.is_main and self.best_metric is not None:
-                self._say(f"gpunet train: done; best {self.cfg.eval_metric} {abs(self.best_metric):.4f} at epoch "
-                          f"{self.best_epoch} -> {os.path.join(self.output_dir, BEST)}")
-            return TrainResult(self.output_dir, self.num_epochs - self.start_epoch, self.best_metric,
-                               self.best_epoch, last, list(self.summary_rows))
+            with cudnn_autotune(self.cfg.cudnn_benchmark):  # process-wide: restored afterwards
+                return self._train_epochs()
         finally:
             self.stop.uninstall()
+
+    def _train_epochs(self) -> TrainResult:
+        """The epochs from where the run stands to the last, and the result."""
+        self._restore_position()
+        last: dict[str, float] = {}
+        for epoch in range(self.start_epoch, self.num_epochs):
+            last = self._run_epoch(epoch)
+        if self.info.is_main and self.best_metric is not None:
+            self._say(f"gpunet train: done; best {self.cfg.eval_metric} {abs(self.best_metric):.4f} at epoch "
+                      f"{self.best_epoch} -> {os.path.join(self.output_dir, BEST)}")
+        return TrainResult(self.output_dir, self.num_epochs - self.start_epoch, self.best_metric,
+                           self.best_epoch, last, list(self.summary_rows))
