@@ -7,7 +7,7 @@
 #
 # Runs with PYTHONPATH=src and the machine's own python3 (torch, timm, onnx, onnxruntime; no TensorRT, no
 # internet). Everything lands in $OUT (default ./gpu_check_out), at most 8 files, no sub-folders:
-#   run.log (every step's output), steps.txt (name, exit status, seconds), summary.md (the tables),
+#   run.log (every step's output), steps.txt (name, exit status, seconds), summary.md (the tables and the profile),
 #   bench_models.json, bench_d1.json, bench_d1_compiled.json, bench_peers.json (gpunet benchmark results),
 #   train.json (scripts/train_speed.py records).
 # A time budget (GPU_CHECK_BUDGET seconds, default 450: under 8 minutes with start-up) caps every step;
@@ -46,12 +46,12 @@ fi
 if [ "$TINY" = 1 ]; then
   MODELS=gpunet_0; IMG=(--img-size 32); PEERS=timm:mobilenetv3_small_050; BATCHES=1,2; BIG=2
   REPEATS=(--repeats 2 --warmup 1); TRAIN=(--models gpunet_0 --img-size 32 --batch-size 2 --steps 1 --warmup 1)
-  TESTS=(tests/test_cuda.py)
+  TESTS=(tests/test_cuda.py); COMPILE_LIMIT=300  # inductor on a small CPU: minutes for a training graph
 else
   MODELS=all; IMG=(); PEERS=timm:efficientnet_b0,timm:efficientnet_b2,timm:efficientnet_b3,timm:resnet50,timm:convnext_tiny
   BATCHES=1,16,128; BIG=128
   REPEATS=(--repeats 50 --warmup 10); TRAIN=(--models gpunet_0,gpunet_d1 --batch-size 64 --steps 15 --warmup 5)
-  TESTS=(tests/test_cuda.py tests/test_padding.py tests/test_deploy.py tests/test_benchmark.py)
+  TESTS=(tests/test_cuda.py tests/test_padding.py tests/test_deploy.py tests/test_benchmark.py); COMPILE_LIMIT=90
 fi
 if [ "${GPU_CHECK_FULL_SUITE:-0}" = 1 ]; then TESTS=(tests -n 8); fi  # the whole suite (pytest-xdist); raise the budget
 if [ "$DEVICE" = cpu ]; then PREC=fp32; AMP=bf16; else PREC=fp16; AMP=fp16; fi
@@ -86,29 +86,36 @@ print('python', platform.python_version(), 'torch', torch.__version__, 'cuda', t
       'cudnn', torch.backends.cudnn.version(), 'gpu', torch.cuda.get_device_name(0) if torch.cuda.is_available() else None)
 if shutil.which('nvidia-smi'): print(subprocess.run(['nvidia-smi'], capture_output=True, text=True).stdout)"
 
+# Order: what the targets need first; torch.compile last, as it takes whatever time is left.
 step bench_models 100 "${BENCH[@]}" --models "$MODELS" --batch-sizes 1 "${REPEATS[@]}" \
   --backends eager,fused,padded,cudagraph,padded-cudagraph -o "$WORK/bench_models"
 keep bench_models
 step bench_d1 90 "${BENCH[@]}" --models gpunet_d1 --batch-sizes "$BATCHES" --repeats 20 --warmup 5 \
   --backends eager,fused,padded,cudagraph,padded-cudagraph -o "$WORK/bench_d1"
 keep bench_d1
+# the kinds of work D1's time goes to (convolutions by kind, elementwise, pooling), for what to speed up next
+step profile 45 "$PY" scripts/profile_kernels.py --model gpunet_d1 --device "$DEVICE" --precision "$PREC" \
+  "${IMG[@]}" --backends fused,padded --batch-sizes "1,$BIG" --iters 10 --output "$WORK/profile.md"
+step train_speed 75 "$PY" scripts/train_speed.py --device "$DEVICE" --amp "$AMP" --channels-last "${TRAIN[@]}" \
+  --output "$OUT/train.json"
+# one torchrun process: the trainer itself creates the NCCL group and wraps the model in DDP
+step torchrun_ddp 45 "$PY" -m torch.distributed.run --standalone --nproc-per-node 1 scripts/train_speed.py \
+  --device "$DEVICE" --amp "$AMP" --channels-last "${TRAIN[@]/gpunet_0,gpunet_d1/gpunet_0}" --output "$OUT/train.json"
+step pytest 100 "$PY" -m pytest -q -p no:cacheprovider -o addopts="" -m "not slow" "${TESTS[@]}"
+step bench_peers 60 "${BENCH[@]}" --models "" --peers "$PEERS" --batch-sizes 1 "${REPEATS[@]}" \
+  --backends eager,fused,cudagraph -o "$WORK/bench_peers"
+keep bench_peers
+step train_compile "$COMPILE_LIMIT" "$PY" scripts/train_speed.py --device "$DEVICE" --amp "$AMP" --channels-last --compile \
+  "${TRAIN[@]/gpunet_0,gpunet_d1/gpunet_0}" --output "$OUT/train.json"
 # torch.compile (inductor) and mode="auto" (max-autotune) beside our own CUDA graphs, in one process: the
 # combination that crashed. Compiling takes longest: stopped at its limit, it keeps the records it finished.
 step bench_d1_compiled 150 "${BENCH[@]}" --models gpunet_d1 --batch-sizes "1,$BIG" --repeats 20 --warmup 5 \
   --backends cudagraph,compile-cudagraph,auto -o "$WORK/bench_d1_compiled"
 keep bench_d1_compiled
-step bench_peers 60 "${BENCH[@]}" --models "" --peers "$PEERS" --batch-sizes 1 "${REPEATS[@]}" \
-  --backends eager,fused,cudagraph -o "$WORK/bench_peers"
-keep bench_peers
-step pytest 100 "$PY" -m pytest -q -p no:cacheprovider -o addopts="" -m "not slow" "${TESTS[@]}"
-step train_speed 75 "$PY" scripts/train_speed.py --device "$DEVICE" --amp "$AMP" --channels-last "${TRAIN[@]}" \
-  --output "$OUT/train.json"
-step torchrun_ddp 45 "$PY" -m torch.distributed.run --standalone --nproc-per-node 1 scripts/train_speed.py --ddp \
-  --device "$DEVICE" --amp "$AMP" --channels-last "${TRAIN[@]/gpunet_0,gpunet_d1/gpunet_0}" --output "$OUT/train.json"
 
 if [ "$DRY" = 1 ]; then echo "report: scripts/gpu_report.py -> $OUT/summary.md"; exit 0; fi
 "$PY" scripts/gpu_report.py --precision "$PREC" --models "$OUT/bench_models.json" --d1 "$OUT/bench_d1.json" \
   --d1 "$OUT/bench_d1_compiled.json" --peers "$OUT/bench_peers.json" --train "$OUT/train.json" \
-  --steps "$OUT/steps.txt" > "$OUT/summary.md" 2>> "$OUT/run.log"
+  --steps "$OUT/steps.txt" --profile "$WORK/profile.md" > "$OUT/summary.md" 2>> "$OUT/run.log"
 cat "$OUT/summary.md"
 echo "gpu_check: $(( $(date +%s) - START ))s; files in $OUT: $(ls "$OUT" | tr '\n' ' ')"

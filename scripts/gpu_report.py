@@ -114,8 +114,11 @@ def train_table(path: str | None) -> str:
     if not recs:
         return "(no training measurements)"
     rows = [[r["model"], f"{r['batch_size']}x{r['world_size']}", str(r["img_size"]), r["amp"],
-             str(r["channels_last"]), str(r["compile"]), str(r["ddp"]), f"{r['images_per_s']:.1f}"] for r in recs]
-    return _table(["model", "batch", "px", "amp", "channels_last", "compile", "DDP", "img/s"], rows)
+             str(r["channels_last"]), str(r["compile"]), str(r["ddp"]), f"{r['images_per_s']:.1f}",
+             f"{r['warmup_loss']:.3f} -> {r['train_loss']:.3f}", "yes" if r["loss_finite_and_falling"] else "NO"]
+            for r in recs]
+    return _table(["model", "batch", "px", "amp", "channels_last", "compile", "DDP", "img/s", "loss (warm-up -> timed)",
+                   "finite, falling"], rows)
 
 
 def targets(records: list[dict[str, Any]]) -> str:
@@ -148,12 +151,17 @@ def targets(records: list[dict[str, Any]]) -> str:
     return "\n".join(lines)
 
 
+def _text(path: str | None, missing: str) -> str:
+    """The file's text, or `missing` when there is none."""
+    return Path(path).read_text().strip() if path and Path(path).is_file() else missing
+
+
 def report(args: argparse.Namespace) -> str:
     models, headers = load_records(args.models)
     d1, _ = load_records(args.d1)
     peers, _ = load_records(args.peers)
     machine: dict[str, Any] = next((h["machine"] for h in headers if h.get("machine")), {})
-    steps = Path(args.steps).read_text() if args.steps and Path(args.steps).is_file() else "(no step log)\n"
+    steps = _text(args.steps, "(no step log)")
     prec = args.precision
     parts = [
         "# gpu_check summary",
@@ -165,6 +173,7 @@ def report(args: argparse.Namespace) -> str:
         "## GPUNet-D1 by batch size", batch_table(d1, D1, prec),
         "## timm peers (same harness)", peers_table(peers, prec),
         "## Training (gpunet train's loop on generated batches)", train_table(args.train),
+        "## Where D1's time goes (scripts/profile_kernels.py)", _text(args.profile, "(no profile)"),
     ]
     return "\n\n".join(parts) + "\n"
 
@@ -176,6 +185,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--peers", action="append", default=[], help="benchmark results.json of the timm peers")
     p.add_argument("--train", default=None, help="train_speed.py's JSON")
     p.add_argument("--steps", default=None, help="gpu_check.sh's step log")
+    p.add_argument("--profile", default=None, help="profile_kernels.py's Markdown")
     p.add_argument("--precision", default="fp16", help="the precision of the tables (default fp16; targets: fp16)")
     sys.stdout.write(report(p.parse_args(argv)))
     return 0

@@ -2,7 +2,7 @@
 
     python scripts/train_speed.py --models gpunet_0,gpunet_d1 --device cuda --amp fp16 --channels-last \\
         --batch-size 64 --steps 20 --output train.json
-    torchrun --nproc-per-node 1 scripts/train_speed.py --ddp ...     # DistributedDataParallel (NCCL on CUDA)
+    torchrun --nproc-per-node 1 scripts/train_speed.py ...     # under DistributedDataParallel (NCCL on CUDA)
 
 For each model it builds `gpunet.train.Trainer` from the same settings `gpunet train` takes (on a
 tiny generated image folder, which the trainer needs to start), then runs `Trainer.train_one_epoch`
@@ -14,9 +14,12 @@ the following epoch of `--steps` steps is reported (the trainer's own `img_per_s
 the first to the last step; each step ends with the loss copied to the host, so all GPU work is
 inside the time).
 
-`--ddp` wraps the model in DistributedDataParallel even for one process (the trainer does so only
-from two processes up), after initialising the process group torchrun describes (NCCL on CUDA,
-gloo on CPU). cuDNN autotuning is on unless `--no-cudnn-benchmark` (set here, in the script).
+Under torchrun (`torchrun --nproc-per-node N scripts/train_speed.py ...`) the trainer itself
+creates the process group (NCCL on CUDA, gloo on CPU) and puts the model under
+DistributedDataParallel, for one process too: the record says `ddp: true`. cuDNN autotuning is
+on unless `--no-cudnn-benchmark` (the trainer's own `cudnn_benchmark` setting). Each record keeps
+the warm-up epoch's and the timed epoch's mean loss: both finite and the second lower (the same
+two batches are seen again and again) is the "finite, falling loss" check.
 Results: one JSON record per model, appended to `--output` (written atomically, rank 0 only).
 """
 
@@ -24,6 +27,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import math
 import os
 import sys
 import tempfile
@@ -34,6 +38,8 @@ from typing import Any
 import numpy as np
 import torch
 from PIL import Image
+
+from gpunet.device import cudnn_autotune
 
 AMP = {"none": None, "fp16": "float16", "bf16": "bfloat16"}
 
@@ -49,7 +55,6 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--amp", choices=tuple(AMP), default="fp16", help="mixed precision (default fp16 + GradScaler)")
     p.add_argument("--channels-last", action="store_true")
     p.add_argument("--compile", action="store_true", help="torch.compile the model (gpunet train --compile)")
-    p.add_argument("--ddp", action="store_true", help="DistributedDataParallel, also for one process")
     p.add_argument("--no-cudnn-benchmark", dest="cudnn_benchmark", action="store_false")
     p.add_argument("--output", default=None, help="JSON file to append the records to")
     return p.parse_args(argv)
@@ -85,22 +90,10 @@ def build_trainer(model: str, args: argparse.Namespace, data: Path, out: Path) -
     settings = {"data_dir": str(data), "model": model, "device": args.device, "batch_size": args.batch_size,
                 "img_size": args.img_size, "num_classes": 1000, "amp": AMP[args.amp] is not None,
                 "amp_dtype": AMP[args.amp] or "float16", "channels_last": args.channels_last,
-                "compile": args.compile, "workers": 0, "val_split": "", "epochs": 2, "warmup_epochs": 0,
+                "compile": args.compile, "cudnn_benchmark": args.cudnn_benchmark, "workers": 0, "val_split": "",
+                "epochs": 2, "warmup_epochs": 0,
                 "log_interval": 10 ** 9, "output": str(out), "experiment": "speed", "aa": "none"}
     return Trainer(config_for_run(None, {k: v for k, v in settings.items() if v is not None}))
-
-
-def wrap_ddp(trainer: Any) -> int:
-    """Put the trainer's model under DistributedDataParallel (process group from torchrun's environment)."""
-    import torch.distributed as dist
-    from torch.nn.parallel import DistributedDataParallel
-
-    device = trainer.info.device
-    if not dist.is_initialized():
-        dist.init_process_group(backend="nccl" if device.type == "cuda" else "gloo")
-    model = DistributedDataParallel(trainer.net, device_ids=[device.index] if device.type == "cuda" else None)
-    trainer.model = torch.compile(model) if trainer.cfg.compile else model
-    return dist.get_world_size()
 
 
 def measure(model: str, args: argparse.Namespace) -> dict[str, Any]:
@@ -108,24 +101,29 @@ def measure(model: str, args: argparse.Namespace) -> dict[str, Any]:
     with tempfile.TemporaryDirectory(prefix="gpunet-train-speed-") as tmp:
         data = make_folder(Path(tmp) / "data", args.batch_size * max(1, int(os.environ.get("WORLD_SIZE", "1"))))
         trainer = build_trainer(model, args, data, Path(tmp) / "out")
-        world = wrap_ddp(trainer) if args.ddp else trainer.info.world_size
+        world = trainer.info.world_size
         device = trainer.info.device
         batches = DeviceBatches(args.batch_size, trainer.img_size, device, trainer.num_classes,
                                 max(args.warmup, args.steps))
         started = time.perf_counter()
         rates = []
-        for epoch, steps in enumerate((max(args.warmup, 1), args.steps)):
-            batches.steps = trainer.steps_per_epoch = steps
-            trainer.train_loader = batches
-            rates.append(trainer.train_one_epoch(epoch))
+        with cudnn_autotune(args.cudnn_benchmark):  # what Trainer.run does around its epochs
+            for epoch, steps in enumerate((max(args.warmup, 1), args.steps)):
+                batches.steps = trainer.steps_per_epoch = steps
+                trainer.train_loader = batches
+                rates.append(trainer.train_one_epoch(epoch))
         return {"model": model, "device": str(device),
                 "gpu": torch.cuda.get_device_name(device) if device.type == "cuda" else None,
                 "torch": torch.__version__, "batch_size": args.batch_size, "img_size": trainer.img_size,
-                "amp": args.amp, "channels_last": args.channels_last, "compile": args.compile, "ddp": args.ddp,
-                "world_size": world, "cudnn_benchmark": args.cudnn_benchmark and device.type == "cuda",
+                "amp": args.amp, "channels_last": args.channels_last, "compile": args.compile,
+                "ddp": trainer.info.distributed, "world_size": world,
+                "cudnn_benchmark": args.cudnn_benchmark and device.type == "cuda",
                 "warmup_steps": max(args.warmup, 1), "steps": args.steps,
                 "images_per_s": rates[1]["img_per_sec"] * world, "images_per_s_per_process": rates[1]["img_per_sec"],
-                "train_loss": rates[1]["train_loss"], "wall_s": round(time.perf_counter() - started, 2)}
+                "train_loss": rates[1]["train_loss"], "warmup_loss": rates[0]["train_loss"],
+                "loss_finite_and_falling": bool(math.isfinite(rates[1]["train_loss"])
+                                                and rates[1]["train_loss"] < rates[0]["train_loss"]),
+                "wall_s": round(time.perf_counter() - started, 2)}
 
 
 def append_records(path: str, records: list[dict[str, Any]]) -> None:
@@ -139,8 +137,6 @@ def append_records(path: str, records: list[dict[str, Any]]) -> None:
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     rank = int(os.environ.get("RANK", "0"))
-    before = torch.backends.cudnn.benchmark
-    torch.backends.cudnn.benchmark = args.cudnn_benchmark  # a script: process-wide settings are its own
     records = []
     try:
         for model in [m.strip() for m in args.models.split(",") if m.strip()]:
@@ -150,11 +146,10 @@ def main(argv: list[str] | None = None) -> int:
                 print(f"{rec['model']}: {rec['images_per_s']:.1f} img/s (batch {rec['batch_size']}x"
                       f"{rec['world_size']}, {rec['img_size']} px, amp {rec['amp']}, channels_last "
                       f"{rec['channels_last']}, compile {rec['compile']}, ddp {rec['ddp']}; loss "
-                      f"{rec['train_loss']:.3f})", flush=True)
+                      f"{rec['warmup_loss']:.3f} -> {rec['train_loss']:.3f})", flush=True)
                 if args.output:
                     append_records(args.output, [rec])
     finally:
-        torch.backends.cudnn.benchmark = before
         import torch.distributed as dist
 
         if dist.is_available() and dist.is_initialized():

@@ -1,5 +1,5 @@
-"""scripts/gpu_check.sh and its Python parts (train_speed.py, gpu_report.py) run here, on the CPU, so the one
-prepared command for a GPU machine is not broken when a GPU session finally runs it."""
+"""scripts/gpu_check.sh and its Python parts (train_speed.py, profile_kernels.py, gpu_report.py) run here, on
+the CPU, so the one prepared command for a GPU machine is not broken when a GPU session finally runs it."""
 
 from __future__ import annotations
 
@@ -20,8 +20,8 @@ from gpunet.bench import BenchmarkConfig, benchmark
 
 ROOT = Path(__file__).resolve().parents[1]
 SCRIPT = ROOT / "scripts" / "gpu_check.sh"
-STEPS = ("environment", "bench_models", "bench_d1", "bench_d1_compiled", "bench_peers", "pytest", "train_speed",
-         "torchrun_ddp")
+STEPS = ("environment", "bench_models", "bench_d1", "profile", "train_speed", "torchrun_ddp", "pytest", "bench_peers",
+         "train_compile", "bench_d1_compiled")
 
 pytestmark = pytest.mark.usefixtures("single_thread_torch")
 
@@ -70,6 +70,26 @@ def test_train_speed_on_cpu(tmp_path: Path) -> None:
     assert torch.backends.cudnn.benchmark is False  # the script's setting is put back
 
 
+def test_profile_puts_each_operator_in_its_category(tmp_path: Path) -> None:
+    """Convolutions by weight shape, elementwise, pooling, classifier; the times come from a real profile."""
+    prof = _script("profile_kernels")
+    assert prof.category("aten::conv2d", [[1, 64, 8, 8], [64, 1, 5, 5], [64]]) == "conv depthwise 5x5"
+    assert prof.category("aten::conv2d", [[1, 64, 8, 8], [128, 64, 1, 1], [128]]) == "conv pointwise 1x1"
+    assert prof.category("aten::conv2d", [[1, 3, 8, 8], [32, 3, 3, 3], [32]]) == "conv dense 3x3"
+    assert prof.category("aten::conv2d", [[1, 64, 8, 8], [64, 16, 3, 3], [64]]) == "conv grouped 3x3"
+    assert prof.category("aten::silu_", [[1, 8, 4, 4]]).startswith("elementwise")
+    assert prof.category("aten::mean", [[1, 8, 4, 4]]).startswith("mean pooling")
+    out = tmp_path / "profile.md"
+    assert prof.main(["--model", "gpunet_0", "--device", "cpu", "--precision", "fp32", "--img-size", "32",
+                      "--backends", "eager,fused", "--batch-sizes", "1", "--iters", "2", "--output", str(out)]) == 0
+    text = out.read_text()
+    assert "### eager, batch 1" in text and "### fused, batch 1" in text
+    assert "| conv pointwise 1x1 |" in text and "| conv dense 3x3 |" in text and "| elementwise" in text
+    shares = [float(line.split("|")[3].strip(" %")) for line in text.splitlines()
+              if line.startswith("| ") and line.split("|")[3].strip().endswith("%")]
+    assert shares and sum(shares) == pytest.approx(200.0, abs=0.5)  # two sections, each adding up to 100 %
+
+
 def test_report_from_a_real_run(tmp_path: Path) -> None:
     """gpu_report.py's tables and targets from a real (tiny, CPU) benchmark run: its numbers, nothing invented."""
     results = benchmark(BenchmarkConfig(models=("gpunet_0", "gpunet_d1"), backends=("eager", "fused"),
@@ -78,7 +98,7 @@ def test_report_from_a_real_run(tmp_path: Path) -> None:
     path.write_text(json.dumps(results))
     report = _script("gpu_report")
     text = report.report(report.argparse.Namespace(models=[str(path)], d1=[str(path)], peers=[], train=None,
-                                                   steps=None, precision="fp32"))
+                                                   steps=None, profile=None, precision="fp32"))
     rec = {(r["model"], r["backend"]): r for r in results["records"]}
     g0 = min((rec[("gpunet_0", b)] for b in ("eager", "fused")), key=lambda r: r["median_ms"])
     eager, fused = (rec[("gpunet_0", b)]["median_ms"] for b in ("eager", "fused"))
@@ -102,7 +122,9 @@ def test_tiny_run_on_cpu(tmp_path: Path) -> None:
     assert all(" rc=0 " in s for s in steps), steps
     summary = (out / "summary.md").read_text()
     for section in ("## Targets", "## The seven GPUNets", "## GPUNet-D1 by batch size", "## timm peers",
-                    "## Training"):
+                    "## Training", "## Where D1's time goes", "| conv depthwise"):
         assert section in summary
     train = json.loads((out / "train.json").read_text())
-    assert [r["ddp"] for r in train] == [False, True]
+    assert [(r["ddp"], r["compile"]) for r in train] == [(False, False), (True, False), (False, True)]
+    assert all(math.isfinite(r["warmup_loss"]) and math.isfinite(r["train_loss"]) for r in train)
+    assert all(r["loss_finite_and_falling"] == (r["train_loss"] < r["warmup_loss"]) for r in train)
