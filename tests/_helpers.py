@@ -17,6 +17,7 @@ from collections.abc import Iterator, Sequence
 from pathlib import Path
 
 import numpy as np
+import pytest
 import torch
 from PIL import Image
 
@@ -25,6 +26,17 @@ from gpunet.weights import save_nvidia_checkpoint
 
 ROOT = Path(__file__).resolve().parents[1]
 REFERENCE = ROOT.parent / "shared" / "reference"
+
+# The released models a per-model test runs by default (the smallest and the headline one, the two that
+# ../shared's check.py covers); the other five run with `-m slow` (`make test-all`).
+DEFAULT_MODELS = ("gpunet_0", "gpunet_d1")
+
+
+def models_default_and_slow() -> list[object]:
+    """Every released model as a pytest parameter, those outside DEFAULT_MODELS marked slow."""
+    return [name if name in DEFAULT_MODELS else pytest.param(name, marks=pytest.mark.slow)
+            for name in gpunet.list_models()]
+
 
 # A tiny non-distilled GPUNet in NVIDIA's JSON format (32 px, cheap on CPU).
 TINY_ARCH = [

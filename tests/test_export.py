@@ -17,6 +17,7 @@ import numpy as np
 import onnx
 import pytest
 import torch
+from _helpers import models_default_and_slow
 
 import gpunet
 from gpunet.blocks import is_fused
@@ -68,9 +69,10 @@ def gpunet0_onnx(gpunet0, tmp_path_factory) -> tuple[Path, ExportReport]:
 
 # ---------------------------------------------------------------------------- ONNX parity, every released model
 
-@pytest.mark.parametrize("name", gpunet.list_models())
+@pytest.mark.parametrize("name", models_default_and_slow())
 def test_onnx_matches_pytorch_in_onnx_runtime(name: str, tmp_path) -> None:
-    """All seven released models (both block families, both head paths) at batch 1 and 3."""
+    """Released models (both block families, both head paths) at batch 1 and 3: G0 and D1 by default, all seven
+    with -m slow."""
     torch.manual_seed(1)
     model = gpunet.create_model(name)
     path = tmp_path / f"{name}.onnx"

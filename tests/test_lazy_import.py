@@ -3,6 +3,7 @@ with timm, whichever is imported first; the command line's help needs no torch e
 
 from __future__ import annotations
 
+import concurrent.futures
 import os
 import subprocess
 import sys
@@ -43,19 +44,24 @@ def test_public_names_load_on_first_use() -> None:
         _ = gpunet.not_a_name  # type: ignore[attr-defined]
 
 
-@pytest.mark.parametrize("imports", [
+IMPORT_ORDERS = (
     "import gpunet; import timm",
     "import timm; import gpunet",
     "import gpunet; from gpunet.model import GPUNet; import timm",  # timm first imported by gpunet's model module
     "import gpunet; gpunet.create_model('gpunet_1'); import timm",
-])
-def test_timm_sees_the_models_in_either_import_order(imports: str) -> None:
-    out = _python(f"""
+)
+
+
+def test_timm_sees_the_models_in_either_import_order() -> None:
+    """Each order in a fresh interpreter; the interpreters run side by side (each mostly waits on imports)."""
+    code = """
         {imports}
         model = timm.create_model("gpunet_0")
         print(type(model).__name__, len(timm.list_pretrained("gpunet*")), model.default_cfg["tag"])
-    """)
-    assert out == "GPUNet 7 nv_in1k"
+    """
+    with concurrent.futures.ThreadPoolExecutor(len(IMPORT_ORDERS)) as pool:
+        outs = list(pool.map(lambda imports: _python(code.format(imports=imports)), IMPORT_ORDERS))
+    assert outs == ["GPUNet 7 nv_in1k"] * len(IMPORT_ORDERS)
 
 
 # `gpunet --help`, `--version` and `list` must not import torch (2 s here; the target is < 1 s for the command).

@@ -14,6 +14,7 @@ import sys
 import numpy as np
 import pytest
 import torch
+from _helpers import models_default_and_slow
 
 import gpunet
 from gpunet.cli import export as cli_export
@@ -43,7 +44,7 @@ def _logits(model: torch.nn.Module, x: np.ndarray) -> np.ndarray:
 
 
 @needs_openvino
-@pytest.mark.parametrize("name", gpunet.list_models())
+@pytest.mark.parametrize("name", models_default_and_slow())
 def test_ir_matches_pytorch_for_every_released_model(name: str, tmp_path) -> None:
     torch.manual_seed(0)
     model = gpunet.create_model(name).eval()

@@ -18,6 +18,9 @@ from _train_helpers import PYTHON, env, make_dataset
 pytest.importorskip("ray")
 
 TRIALS = 8
+# the killed-and-resumed search takes a minute or more of two CPU cores, and its 4 ms budget needs a quiet
+# machine: with `-m slow` (`make test-all`)
+SLOW = pytest.mark.slow
 
 
 def _cmd(data: Path, out: Path) -> list[str]:
@@ -61,6 +64,7 @@ def searched(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return out
 
 
+@SLOW
 def test_resume_does_not_repeat_finished_candidates(searched: Path) -> None:
     before = json.loads((searched.parent / "killed_keys.json").read_text())
     records = [json.loads(line) for line in _lines(searched / "candidates.jsonl")]
@@ -73,6 +77,7 @@ def test_resume_does_not_repeat_finished_candidates(searched: Path) -> None:
         assert 0.0 <= r["accuracy"] <= 100.0 and r["predicted_ms"] <= 4 * 1.1
 
 
+@SLOW
 def test_outputs(searched: Path) -> None:
     for name in ("candidates.jsonl", "front.csv", "search_plot.png", "summary.json", "summary.md", "space.json",
                  "latency_lut.json", "state.json"):
@@ -91,6 +96,7 @@ def test_outputs(searched: Path) -> None:
     assert lat == sorted(lat) and all(a < b for a, b in zip(acc, acc[1:], strict=False))  # a true front
 
 
+@SLOW
 def test_front_architectures_build_train_and_export(searched: Path, tmp_path: Path) -> None:
     from gpunet.deploy.onnx import export_onnx
     from gpunet.zoo import create_model
