@@ -55,6 +55,8 @@ else
 fi
 if [ "${GPU_CHECK_FULL_SUITE:-0}" = 1 ]; then TESTS=(tests -n 8); fi  # the whole suite (pytest-xdist); raise the budget
 if [ "$DEVICE" = cpu ]; then PREC=fp32; AMP=bf16; else PREC=fp16; AMP=fp16; fi
+# the PyTorch paths without torch.compile; triton-dw* are skipped with the reason where Triton cannot run
+PT_BACKENDS=eager,fused,padded,triton-dw,cudagraph,padded-cudagraph,triton-dw-cudagraph
 BENCH=("$PY" -m gpunet benchmark --device "$DEVICE" --precision "$PREC" --no-plots "${IMG[@]}")
 
 START=$(date +%s)
@@ -87,15 +89,15 @@ print('python', platform.python_version(), 'torch', torch.__version__, 'cuda', t
 if shutil.which('nvidia-smi'): print(subprocess.run(['nvidia-smi'], capture_output=True, text=True).stdout)"
 
 # Order: what the targets need first; torch.compile last, as it takes whatever time is left.
-step bench_models 100 "${BENCH[@]}" --models "$MODELS" --batch-sizes 1 "${REPEATS[@]}" \
-  --backends eager,fused,padded,cudagraph,padded-cudagraph -o "$WORK/bench_models"
+step bench_models 120 "${BENCH[@]}" --models "$MODELS" --batch-sizes 1 "${REPEATS[@]}" \
+  --backends "$PT_BACKENDS" -o "$WORK/bench_models"
 keep bench_models
-step bench_d1 90 "${BENCH[@]}" --models gpunet_d1 --batch-sizes "$BATCHES" --repeats 20 --warmup 5 \
-  --backends eager,fused,padded,cudagraph,padded-cudagraph -o "$WORK/bench_d1"
+step bench_d1 100 "${BENCH[@]}" --models gpunet_d1 --batch-sizes "$BATCHES" --repeats 20 --warmup 5 \
+  --backends "$PT_BACKENDS" -o "$WORK/bench_d1"
 keep bench_d1
 # the kinds of work D1's time goes to (convolutions by kind, elementwise, pooling), for what to speed up next
 step profile 45 "$PY" scripts/profile_kernels.py --model gpunet_d1 --device "$DEVICE" --precision "$PREC" \
-  "${IMG[@]}" --backends fused,padded --batch-sizes "1,$BIG" --iters 10 --output "$WORK/profile.md"
+  "${IMG[@]}" --backends fused,padded,triton-dw --batch-sizes "1,$BIG" --iters 10 --output "$WORK/profile.md"
 step train_speed 75 "$PY" scripts/train_speed.py --device "$DEVICE" --amp "$AMP" --channels-last "${TRAIN[@]}" \
   --output "$OUT/train.json"
 # one torchrun process: the trainer itself creates the NCCL group and wraps the model in DDP

@@ -12,7 +12,9 @@ its time is summed: on CUDA the time of the GPU kernels it launched, on CPU its 
 totals say how busy the GPU is: kernel time per call against wall time per call (far below
 100 %: launch-bound, what CUDA graphs and fusion address), and the kernels launched per call.
 On CUDA the ten most expensive kernels are listed by name (cuDNN's algorithm names say which
-convolutions run on tensor cores). Backends replaying a CUDA graph show no operators, so
+convolutions run on tensor cores); the `triton-dw` backend's depthwise kernels, launched by Triton
+rather than an operator, get a category of their own. A backend that cannot run here is listed
+as skipped, with the reason. Backends replaying a CUDA graph show no operators, so
 profile the ones without (`fused`, `padded`): the graph replays the same kernels.
 
 Prints Markdown; `--output` also writes it (atomically).
@@ -31,7 +33,7 @@ from typing import Any
 import torch
 from torch.profiler import ProfilerActivity, profile
 
-from gpunet.bench.backends import BackendRequest, build_runner
+from gpunet.bench.backends import BackendRequest, Skip, build_runner
 from gpunet.bench.models import resolve_models
 from gpunet.device import PRECISIONS, cudnn_autotune, resolve_device, synchronize
 from gpunet.timing import time_call
@@ -40,6 +42,7 @@ ELEMENTWISE = {"relu", "relu_", "silu", "silu_", "hardswish", "hardswish_", "sig
                "add", "add_", "hardsigmoid", "hardsigmoid_", "gelu", "clamp", "clamp_"}
 POOL = {"mean", "adaptive_avg_pool2d", "avg_pool2d"}
 LINEAR = {"linear", "addmm", "matmul", "mm"}
+TRITON_DEPTHWISE = "dw_conv_act"  # gpunet.deploy.depthwise's kernel
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
@@ -100,6 +103,8 @@ def profile_runner(call: Any, device: torch.device, iters: int) -> dict[str, Any
         if on_cuda and e.device_type == torch.autograd.DeviceType.CUDA:
             kernels[e.name] += e.device_time_total / iters
             n_kernels += 1
+            if e.name.startswith(TRITON_DEPTHWISE):  # launched by Triton, not under an aten operator
+                per_cat["conv depthwise + bias + act (Triton)"] += e.device_time_total / iters
         elif e.device_type == torch.autograd.DeviceType.CPU and e.cpu_parent is None and e.name.startswith("aten::"):
             per_cat[category(e.name, e.input_shapes or [])] += event_time_us(e, on_cuda) / iters
     busy_ms = (sum(kernels.values()) if on_cuda else sum(per_cat.values())) / 1e3
@@ -139,7 +144,11 @@ def run(args: argparse.Namespace) -> str:
         for batch in [int(b) for b in args.batch_sizes.split(",") if b.strip()]:
             x = torch.randn(batch, 3, spec.img_size, spec.img_size, device=device, dtype=dtype)
             for backend in [b.strip() for b in args.backends.split(",") if b.strip()]:
-                built = build_runner(backend, BackendRequest(spec, model, args.precision, device, x, Path(tmp)))
+                try:
+                    built = build_runner(backend, BackendRequest(spec, model, args.precision, device, x, Path(tmp)))
+                except Skip as e:
+                    out.append(f"### {backend}, batch {batch}\n\nskipped: {e}\n")
+                    continue
                 xb = x.contiguous(memory_format=torch.channels_last) if built.channels_last else x
                 for _ in range(3):  # warm-up: autotuning, allocator
                     built.run(xb)

@@ -8,6 +8,7 @@ import shutil
 
 import pytest
 import torch
+from _helpers import calibrate_bn, rel_err, within_fp32_rounding
 from torch import nn
 
 import gpunet
@@ -24,7 +25,11 @@ SIZES = {"gpunet_0": 64, "gpunet_1": 72, "gpunet_2": 64, "gpunet_p0": 96, "gpune
 
 
 def randomise_bn(model: nn.Module, seed: int = 0) -> nn.Module:
-    """Non-trivial BatchNorm statistics and affine parameters, so folding really changes the weights."""
+    """Non-trivial BatchNorm statistics and affine parameters, so folding really changes the weights.
+
+    Whole models come out with fading activations (logits that hardly depend on the input): compare
+    models built with `_helpers.calibrate_bn` instead; this is for single layers and plumbing.
+    """
     g = torch.Generator().manual_seed(seed)
     with torch.no_grad():
         for m in model.modules():
@@ -48,21 +53,24 @@ def test_all_seven_models_listed() -> None:
 
 @pytest.mark.parametrize("name", sorted(SIZES))
 def test_fused_equals_unfused(name: str) -> None:
+    """Folding BatchNorm changes only the order of fp32 roundings: the fused model is as close to the unfused
+    model in float64 as the unfused fp32 model is (BatchNorm statistics measured on images: a live signal)."""
     torch.manual_seed(0)
-    model = randomise_bn(gpunet.create_model(name))
+    model = calibrate_bn(gpunet.create_model(name), SIZES[name])
     n_bn = sum(isinstance(m, nn.BatchNorm2d) for m in model.modules())
     assert n_bn > 0
     x = torch.randn(2, 3, SIZES[name], SIZES[name])
     with torch.inference_mode():
-        ref = model(x)
+        ref, truth = model(x), copy.deepcopy(model).double()(x.double())
+        assert rel_err(ref[0] - ref[1], ref) > 0.1  # the logits depend on the input
         fused = copy.deepcopy(model).fuse()
         assert fused is not model and is_fused(fused) and not is_fused(model)
         assert not any(isinstance(m, nn.BatchNorm2d) for m in fused.modules())
         assert all(m.conv.bias is not None for m in fused.modules() if isinstance(m, ConvBnAct))
-        _close(fused(x), ref)
+        assert within_fp32_rounding(fused(x), ref, truth)
         fast = optimize_for_inference(copy.deepcopy(model))  # defaults: channels_last
-        _close(fast(x.contiguous(memory_format=torch.channels_last)), ref)
-        _close(fast(x), ref)  # a contiguous input works too
+        assert within_fp32_rounding(fast(x.contiguous(memory_format=torch.channels_last)), ref, truth)
+        assert within_fp32_rounding(fast(x), ref, truth)  # a contiguous input works too
 
 
 def test_fuse_is_idempotent_and_in_place() -> None:

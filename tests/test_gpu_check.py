@@ -81,9 +81,11 @@ def test_profile_puts_each_operator_in_its_category(tmp_path: Path) -> None:
     assert prof.category("aten::mean", [[1, 8, 4, 4]]).startswith("mean pooling")
     out = tmp_path / "profile.md"
     assert prof.main(["--model", "gpunet_0", "--device", "cpu", "--precision", "fp32", "--img-size", "32",
-                      "--backends", "eager,fused", "--batch-sizes", "1", "--iters", "2", "--output", str(out)]) == 0
+                      "--backends", "eager,fused,triton-dw", "--batch-sizes", "1", "--iters", "2",
+                      "--output", str(out)]) == 0
     text = out.read_text()
     assert "### eager, batch 1" in text and "### fused, batch 1" in text
+    assert "### triton-dw, batch 1\n\nskipped: triton-dw: Triton kernels run on CUDA devices" in text
     assert "| conv pointwise 1x1 |" in text and "| conv dense 3x3 |" in text and "| elementwise" in text
     shares = [float(line.split("|")[3].strip(" %")) for line in text.splitlines()
               if line.startswith("| ") and line.split("|")[3].strip().endswith("%")]

@@ -86,6 +86,8 @@ PLAN_OPTIONS: dict[str, dict[str, Any]] = {
     "fused": {}, "padded": {"pad_channels": 8}, "fused-microbatch": {"micro_batch": 1}, "compile": {"compile": True},
     "cudagraph": {"cuda_graph": True}, "padded-cudagraph": {"pad_channels": 8, "cuda_graph": True},
     "compile-cudagraph": {"compile": True, "cuda_graph": True}, "auto": {"mode": "auto"},
+    "triton-dw": {"pad_channels": 8, "triton_depthwise": True},
+    "triton-dw-cudagraph": {"pad_channels": 8, "triton_depthwise": True, "cuda_graph": True},
 }
 
 
@@ -127,6 +129,12 @@ def _backend_options(backend: str, req: BackendRequest) -> dict[str, Any]:
         raise Skip(f"{backend} needs CUDA (CUDA graphs)")
     if backend == "fused-microbatch" and cuda:
         raise Skip("fused-microbatch is a CPU technique (cache blocking); on CUDA use fused/cudagraph")
+    if options.get("triton_depthwise"):
+        from gpunet.deploy.depthwise import kernel_can_run
+
+        reason = kernel_can_run(req.device)
+        if reason is not None:
+            raise Skip(f"{backend}: {reason}")
     if not req.spec.is_gpunet:
         if backend == "fused-microbatch" or options.get("pad_channels"):
             raise Skip(f"{backend}: GPUNets only")

@@ -8,7 +8,8 @@ from dataclasses import dataclass
 from gpunet.errors import BenchmarkError
 
 BACKENDS = ("eager", "fused", "padded", "fused-microbatch", "compile", "cudagraph", "padded-cudagraph",
-            "compile-cudagraph", "auto", "onnxruntime", "onnxruntime-int8", "openvino", "openvino-int8", "tensorrt")
+            "compile-cudagraph", "auto", "triton-dw", "triton-dw-cudagraph", "onnxruntime", "onnxruntime-int8",
+            "openvino", "openvino-int8", "tensorrt")
 DEFAULT_BACKENDS = "eager,fused,compile,onnxruntime,openvino"
 PER_BATCH_BACKENDS = ("tensorrt", "openvino", "openvino-int8")  # built for one input shape
 COMPILED_BACKENDS = ("compile", "compile-cudagraph", "auto")  # may call torch.compile

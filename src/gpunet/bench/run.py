@@ -14,6 +14,9 @@ Backends (each skipped with a reason where it cannot run; `gpunet.bench.backends
 * `compile-cudagraph` (CUDA) `compile` in a CUDA graph
 * `auto`              `optimize_for_inference(model, mode="auto")`: CUDA: padded, inductor max-autotune, CUDA
                       graph; CPU: `fused`
+* `triton-dw`         (CUDA) `padded` with each depthwise conv + bias + activation as one Triton kernel
+                      (`gpunet.deploy.depthwise`; GPUNets only)
+* `triton-dw-cudagraph` (CUDA) `triton-dw` in a CUDA graph
 * `onnxruntime`       `gpunet.deploy.onnx.export_onnx`, run by ONNX Runtime (fp32; fp16 on CUDA)
 * `onnxruntime-int8`  `gpunet.deploy.quantize.quantize_onnx` (static INT8; calibration images from
                       `calibration_dir`, else synthetic ones: fine for speed, not for accuracy)

@@ -51,6 +51,7 @@ class InferencePlan:
     dynamic: bool | None = None
     cuda_graph: bool = False
     micro_batch: int | None = None
+    triton_depthwise: bool = False
 
     def describe(self) -> str:
         """One line: 'fused, channels_last, padded to 8, fp16, torch.compile(...), CUDA graph'."""
@@ -59,6 +60,8 @@ class InferencePlan:
             parts.append("channels_last")
         if self.pad_channels:
             parts.append(f"channels padded to {self.pad_channels}")
+        if self.triton_depthwise:
+            parts.append("Triton depthwise+act")
         if self.dtype is not None:
             parts.append({v: k for k, v in PRECISIONS.items()}.get(self.dtype, str(self.dtype)))
         if self.compile:
@@ -75,13 +78,14 @@ def plan_inference(device: str | torch.device = "cpu", *, mode: str = "manual", 
                    dtype: torch.dtype | None = None, channels_last: bool = True, pad_channels: int | None = None,
                    compile: bool | None = None, compile_mode: str | None = None, freeze: bool | None = None,
                    dynamic: bool | None = None, cuda_graph: bool | None = None,
-                   micro_batch: int | None = None) -> InferencePlan:
+                   micro_batch: int | None = None, triton_depthwise: bool = False) -> InferencePlan:
     """The steps `optimize_for_inference` takes with these arguments on `device` (no model needed).
 
     `mode="auto"` fills what is left at None: on CUDA channel padding to 8, torch.compile with
     inductor's tuned kernels (`"max-autotune-no-cudagraphs"`, when Triton is installed) and a
     CUDA graph around it; on CPU the fused channels_last model (the fastest PyTorch CPU path
     measured, docs/performance.md). `mode="manual"` does exactly what the arguments say.
+    `triton_depthwise` is never picked by "auto" (not yet measured on a GPU): ask for it.
     """
     if mode not in MODES:
         raise SettingError(f"mode: expected one of {', '.join(MODES)}, got {mode!r}")
@@ -94,7 +98,7 @@ def plan_inference(device: str | torch.device = "cpu", *, mode: str = "manual", 
         cuda_graph = True if cuda_graph is None else cuda_graph
     plan = InferencePlan(dev, _resolve_dtype(precision, dtype), channels_last, pad_channels or None,
                          bool(compile), compile_mode, bool(not on_cuda if freeze is None else freeze), dynamic,
-                         bool(cuda_graph), micro_batch)
+                         bool(cuda_graph), micro_batch, bool(triton_depthwise))
     return _checked(plan)
 
 
@@ -107,6 +111,15 @@ def _checked(plan: InferencePlan) -> InferencePlan:
                            "own CUDA graphs; use one of the two (e.g. compile_mode='max-autotune-no-cudagraphs')")
     if plan.micro_batch is not None and plan.micro_batch < 1:
         raise SettingError(f"micro_batch must be >= 1, got {plan.micro_batch}")
+    if plan.triton_depthwise:
+        from gpunet.deploy.depthwise import kernel_can_run
+
+        if plan.compile:
+            raise SettingError("triton_depthwise=True with compile=True: inductor writes its own fused kernels; "
+                               "use one of the two")
+        reason = kernel_can_run(plan.device)
+        if reason is not None:
+            raise SettingError(f"triton_depthwise=True: {reason}")
     return replace(plan, compile_mode=None) if plan.compile_mode is not None and not plan.compile else plan
 
 
@@ -124,7 +137,8 @@ def optimize_for_inference(model: nn.Module, *, mode: str = "manual", device: st
                            precision: str | None = None, dtype: torch.dtype | None = None,
                            channels_last: bool = True, pad_channels: int | None = None, compile: bool | None = None,
                            compile_mode: str | None = None, freeze: bool | None = None, dynamic: bool | None = None,
-                           cuda_graph: bool | None = None, micro_batch: int | None = None) -> nn.Module:
+                           cuda_graph: bool | None = None, micro_batch: int | None = None,
+                           triton_depthwise: bool = False) -> nn.Module:
     """Fuse (in place), then apply the steps of `plan_inference(...)` with the same arguments.
 
     `device` (default: where the model's weights are) moves the model; `precision` ("fp32",
@@ -135,6 +149,9 @@ def optimize_for_inference(model: nn.Module, *, mode: str = "manual", device: st
     weights as constants -- run the model under `torch.inference_mode()`/`torch.no_grad()` and
     do not change its weights afterwards. `cuda_graph=True` (CUDA) replays the forward as one
     CUDA graph per input shape (`CudaGraphModule`). `mode="auto"` picks these for the device.
+    `triton_depthwise=True` (CUDA) runs each depthwise convolution with its bias and activation
+    as one Triton kernel (`gpunet.deploy.depthwise`); pair it with `cuda_graph=True` at small
+    batches, where launching Triton kernels from Python costs more than they save.
 
     Feed channels_last inputs (`x.to(memory_format=torch.channels_last)`) to a channels_last
     model (contiguous inputs work too, at the cost of one conversion). cuDNN autotuning is
@@ -149,17 +166,22 @@ def optimize_for_inference(model: nn.Module, *, mode: str = "manual", device: st
     plan = plan_inference(_model_device(model) if device is None else device, mode=mode, precision=precision,
                           dtype=dtype, channels_last=channels_last, pad_channels=pad_channels, compile=compile,
                           compile_mode=compile_mode, freeze=freeze, dynamic=dynamic, cuda_graph=cuda_graph,
-                          micro_batch=micro_batch)
+                          micro_batch=micro_batch, triton_depthwise=triton_depthwise)
     return apply_plan(model, plan)
 
 
 def apply_plan(model: nn.Module, plan: InferencePlan) -> nn.Module:
-    """The steps of `plan` on `model` (fused in place first): pad, move/convert, layout, compile, graph, chunk."""
+    """The steps of `plan` on `model` (fused in place first): pad, Triton depthwise, move/convert, layout, compile,
+    graph, chunk."""
     model = fuse(model)
     if plan.pad_channels:
         from gpunet.deploy.padding import pad_channels
 
         model = pad_channels(model, plan.pad_channels)
+    if plan.triton_depthwise:
+        from gpunet.deploy.depthwise import use_triton_depthwise
+
+        use_triton_depthwise(model)
     model = model.to(device=plan.device, dtype=plan.dtype)
     if plan.channels_last:
         model = model.to(memory_format=torch.channels_last)
