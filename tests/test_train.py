@@ -322,10 +322,14 @@ def test_torchrun_one_and_two_processes_equal_one_plain_process(work: Path) -> N
 
 
 FLAG_SCRIPT = """
-import sys
+import pathlib, sys
+import torch.distributed as dist
 from gpunet.train.distributed import any_process_flag, init_distributed
 info = init_distributed("cpu")
-print(info.rank, info.distributed, any_process_flag(15 if info.rank == 1 else 0, info), flush=True)
+flag = any_process_flag(15 if info.rank == 1 else 0, info)
+pathlib.Path(sys.argv[1], f"rank{info.rank}.txt").write_text(f"{info.distributed} {flag}")
+if dist.is_initialized():
+    dist.destroy_process_group()
 """
 
 
@@ -333,12 +337,16 @@ def test_a_stop_flag_raised_in_one_process_reaches_every_process(tmp_path: Path)
     """What makes all processes stop at the same step when a signal reaches only one of them."""
     script = tmp_path / "flag.py"
     script.write_text(FLAG_SCRIPT)
-    two = subprocess.run([TORCHRUN, "--standalone", "--nproc-per-node=2", str(script)], env=env(),
-                         capture_output=True, text=True, timeout=120)
+    (tmp_path / "two").mkdir()
+    (tmp_path / "plain").mkdir()
+    two = subprocess.run([TORCHRUN, "--standalone", "--nproc-per-node=2", str(script), str(tmp_path / "two")],
+                         env=env(), capture_output=True, text=True, timeout=120)
     assert two.returncode == 0, two.stderr[-3000:]
-    assert sorted(two.stdout.split("\n")[:2]) == ["0 True 15", "1 True 15"]
-    plain = subprocess.run([PYTHON, str(script)], env=env(), capture_output=True, text=True, timeout=60)
-    assert plain.stdout.strip() == "0 False 0", plain.stderr[-2000:]
+    assert [(tmp_path / "two" / f"rank{r}.txt").read_text() for r in (0, 1)] == ["True 15", "True 15"]
+    plain = subprocess.run([PYTHON, str(script), str(tmp_path / "plain")], env=env(), capture_output=True, text=True,
+                           timeout=60)
+    assert plain.returncode == 0, plain.stderr[-2000:]
+    assert (tmp_path / "plain" / "rank0.txt").read_text() == "False 0"
 
 
 def test_world_size_without_torchrun_is_a_clear_error(monkeypatch: pytest.MonkeyPatch) -> None:
