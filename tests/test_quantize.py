@@ -17,6 +17,7 @@ import numpy as np
 import onnx
 import pytest
 import torch
+from _helpers import calibrate_bn
 from PIL import Image
 
 import gpunet
@@ -65,7 +66,7 @@ def data(tmp_path_factory) -> dict[str, Path]:
 @pytest.fixture(scope="module")
 def fp32_onnx(tmp_path_factory) -> Path:
     torch.manual_seed(0)
-    model = gpunet.create_model("gpunet_0", num_classes=3)
+    model = calibrate_bn(gpunet.create_model("gpunet_0", num_classes=3), IMG)  # logits that depend on the image
     path = tmp_path_factory.mktemp("fp32") / "gpunet_0.onnx"
     export_onnx(model, path, img_size=IMG)
     return path
@@ -114,6 +115,7 @@ def test_int8_runs_in_onnx_runtime_close_to_fp32(fp32_onnx, int8_onnx, data) -> 
     fp32 = onnx_session(fp32_onnx, threads=1).run(None, {INPUT_NAME: x})[0]
     int8 = onnx_session(int8_onnx, threads=1).run(None, {INPUT_NAME: x})[0]
     assert int8.shape == fp32.shape == (6, 3) and np.isfinite(int8).all()
+    assert np.ptp(fp32, axis=0).max() > 0.1 * np.abs(fp32).max()  # the images' logits differ
     # a loose sanity bound: quantization noise, not a different function
     assert np.abs(int8 - fp32).max() <= 0.5 * np.abs(fp32).max() + 1e-6
 
