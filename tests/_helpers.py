@@ -32,10 +32,9 @@ REFERENCE = ROOT.parent / "shared" / "reference"
 DEFAULT_MODELS = ("gpunet_0", "gpunet_d1")
 
 
-def models_default_and_slow() -> list[object]:
-    """Every released model as a pytest parameter, those outside DEFAULT_MODELS marked slow."""
-    return [name if name in DEFAULT_MODELS else pytest.param(name, marks=pytest.mark.slow)
-            for name in gpunet.list_models()]
+def models_default_and_slow(default: Sequence[str] = DEFAULT_MODELS) -> list[object]:
+    """Every released model as a pytest parameter, those outside `default` marked slow."""
+    return [name if name in default else pytest.param(name, marks=pytest.mark.slow) for name in gpunet.list_models()]
 
 
 def calibrate_bn(model: torch.nn.Module, size: int, seed: int = 0) -> torch.nn.Module:
