@@ -22,7 +22,7 @@ import torch
 from PIL import Image
 
 import gpunet
-from gpunet.weights import save_nvidia_checkpoint
+from gpunet.weights import save_nvidia_checkpoint, save_safetensors_checkpoint
 
 ROOT = Path(__file__).resolve().parents[1]
 REFERENCE = ROOT.parent / "shared" / "reference"
@@ -58,8 +58,9 @@ def calibrate_bn(model: torch.nn.Module, size: int, seed: int = 0) -> torch.nn.M
 
 
 def rel_err(got: torch.Tensor, ref: torch.Tensor) -> float:
-    """max |got - ref| / max |ref|, in float64 (the golden check's measure)."""
-    return float((got.double() - ref.double()).abs().max() / ref.double().abs().max())
+    """max |got - ref| / max |ref|, in float64 on the CPU (the golden check's measure; any devices)."""
+    got, ref = got.detach().double().cpu(), ref.detach().double().cpu()
+    return float((got - ref).abs().max() / ref.abs().max())
 
 
 def within_fp32_rounding(got: torch.Tensor, plain: torch.Tensor, truth: torch.Tensor) -> bool:
@@ -90,6 +91,17 @@ def write_tiny_arch(path: Path, num_classes: int = 1000) -> Path:
     arch[-1]["num_classes"] = num_classes
     path.write_text(json.dumps(arch, indent=2))
     return path
+
+
+def save_tiny_classifier(folder: Path, seed: int) -> Path:
+    """TINY_ARCH with fixed random weights as FOLDER/tiny.safetensors; its classifier is scaled up so the
+    class probabilities spread out and depend clearly on the input (what serving tests compare)."""
+    torch.manual_seed(seed)
+    model = gpunet.create_model(write_tiny_arch(folder / "tiny.json"))
+    with torch.no_grad():
+        model.classifier.weight.mul_(5000)
+    save_safetensors_checkpoint(model, folder / "tiny.safetensors")
+    return folder / "tiny.safetensors"
 
 
 def run_cli(args: Sequence[str], env: dict[str, str] | None = None, cwd: Path | None = None,

@@ -21,7 +21,7 @@ from typing import Any
 
 import pytest
 import torch
-from _helpers import calibrate_bn, run_cli, within_fp32_rounding, write_tiny_arch
+from _helpers import calibrate_bn, rel_err, run_cli, within_fp32_rounding, write_tiny_arch
 from _train_helpers import TINY_A, make_dataset, run_train, write_arch
 from conftest import REFERENCE_DIR
 from test_deploy import randomise_bn
@@ -36,10 +36,6 @@ pytestmark = pytest.mark.skipif(not torch.cuda.is_available(), reason="CUDA is n
 GOLDEN_MODELS = ("gpunet_0", "gpunet_d1")
 RESOLUTIONS = {"logits_224": 224, "logits_257": 257}
 HALF_TOLERANCE = {"fp16": 3e-3, "bf16": 1.5e-2}  # the issue's first H200 run: 1.3e-3 and 8.4e-3
-
-
-def rel_err(got: torch.Tensor, ref: torch.Tensor) -> float:
-    return float((got.float().cpu() - ref.float().cpu()).abs().max() / ref.float().abs().max())
 
 
 @pytest.fixture

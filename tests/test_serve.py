@@ -12,8 +12,7 @@ from collections.abc import AsyncIterator
 from pathlib import Path
 
 import pytest
-import torch
-from _helpers import odd_mode_images, write_tiny_arch
+from _helpers import odd_mode_images, save_tiny_classifier
 from PIL import Image
 
 import gpunet
@@ -27,7 +26,6 @@ from gpunet.serve.inputs import (
     form_uploads,
     read_body,
 )
-from gpunet.weights import save_safetensors_checkpoint
 
 urllib3 = pytest.importorskip("urllib3")  # comes with Ray (through requests)
 
@@ -35,13 +33,7 @@ urllib3 = pytest.importorskip("urllib3")  # comes with Ray (through requests)
 @pytest.fixture(scope="module")
 def tiny_model(tmp_path_factory) -> Path:
     """A tiny architecture with fixed random weights, its probabilities spread so inputs matter."""
-    d = tmp_path_factory.mktemp("serve_model")
-    torch.manual_seed(3)
-    model = gpunet.create_model(write_tiny_arch(d / "tiny.json"))
-    with torch.no_grad():
-        model.classifier.weight.mul_(5000)
-    save_safetensors_checkpoint(model, d / "tiny.safetensors")
-    return d / "tiny.safetensors"
+    return save_tiny_classifier(tmp_path_factory.mktemp("serve_model"), seed=3)
 
 
 @pytest.fixture(scope="module")

@@ -12,11 +12,9 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-import torch
-from _helpers import odd_mode_images, write_tiny_arch
+from _helpers import odd_mode_images, save_tiny_classifier
 
 import gpunet
-from gpunet.weights import save_safetensors_checkpoint
 
 pytestmark = pytest.mark.slow
 serve = pytest.importorskip("ray.serve")
@@ -26,12 +24,7 @@ requests = pytest.importorskip("requests")
 @pytest.fixture(scope="module")
 def files(tmp_path_factory) -> dict[str, Path]:
     d = tmp_path_factory.mktemp("serve_api")
-    torch.manual_seed(5)
-    model = gpunet.create_model(write_tiny_arch(d / "tiny.json"))
-    with torch.no_grad():
-        model.classifier.weight.mul_(5000)
-    save_safetensors_checkpoint(model, d / "tiny.safetensors")
-    return {"model": d / "tiny.safetensors", **odd_mode_images(d / "images")}
+    return {"model": save_tiny_classifier(d, seed=5), **odd_mode_images(d / "images")}
 
 
 @pytest.fixture(scope="module")

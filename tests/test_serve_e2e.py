@@ -26,12 +26,8 @@ from typing import Any
 
 import numpy as np
 import pytest
-import torch
-from _helpers import ROOT, odd_mode_images, rgb_array, run_cli, write_tiny_arch
+from _helpers import ROOT, odd_mode_images, rgb_array, run_cli, save_tiny_classifier
 from PIL import Image
-
-import gpunet
-from gpunet.weights import save_safetensors_checkpoint
 
 pytest.importorskip("ray.serve")
 pytest.importorskip("python_multipart")
@@ -119,16 +115,6 @@ def _images(folder: Path) -> tuple[dict[str, Path], dict[str, Path]]:
     return good, {"corrupt": odd["corrupt"], "not_image": odd["not_image"]}
 
 
-def _model(folder: Path) -> Path:
-    """A tiny architecture with fixed weights whose probabilities depend clearly on the input."""
-    torch.manual_seed(5)
-    model = gpunet.create_model(write_tiny_arch(folder / "tiny.json"))
-    with torch.no_grad():
-        model.classifier.weight.mul_(5000)
-    save_safetensors_checkpoint(model, folder / "tiny.safetensors")
-    return folder / "tiny.safetensors"
-
-
 def _predict(model: Path, files: dict[str, Path]) -> dict[str, list[dict[str, Any]]]:
     r = run_cli(["predict", *map(str, files.values()), "--model", str(model), "--format", "json", "--top-k", "5"])
     assert r.returncode == 0, r.stderr
@@ -167,7 +153,7 @@ def _stop(proc: subprocess.Popen[bytes], started: set[int]) -> None:
 @pytest.fixture(scope="module")
 def server(tmp_path_factory) -> Iterator[Server]:
     folder = tmp_path_factory.mktemp("serve_e2e")
-    model = _model(folder)
+    model = save_tiny_classifier(folder, seed=5)
     files, bad = _images(folder / "images")
     expected = _predict(model, files)
     port, metrics_port = _free_port(), _free_port()
