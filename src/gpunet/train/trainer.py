@@ -118,7 +118,6 @@ class Trainer:
         self.best_metric: float | None = None
         self.best_epoch: int | None = None
         self.partial = {"loss_sum": 0.0, "samples": 0.0}  # a resumed epoch's loss so far
-        self._epoch_loss, self._epoch_samples = torch.zeros((), dtype=torch.float64), 0.0  # the current epoch's
         self.summary_rows: list[dict[str, Any]] = []
         if self.resume_ckpt is not None:
             self._load_resume(self.resume_ckpt)
@@ -307,8 +306,8 @@ class Trainer:
         self.sampler.set_epoch(epoch)
         skip, self.skip_steps = self.skip_steps, 0
         self.sampler.skip = skip * cfg.batch_size
-        self._epoch_loss = torch.tensor(self.partial["loss_sum"], dtype=torch.float64, device=info.device)
-        self._epoch_samples = self.partial["samples"]
+        loss_sum = torch.tensor(self.partial["loss_sum"], dtype=torch.float64, device=info.device)
+        samples = self.partial["samples"]
         started, timed_samples = time.perf_counter(), 0
         bar = progress_bar(n_steps, skip, f"epoch {epoch + 1}/{self.num_epochs}", info.is_main)
         for step, (x, y) in enumerate(self.train_loader, start=skip):
@@ -316,8 +315,8 @@ class Trainer:
                 break
             x, y = self._to_device(x, y)
             loss = self._train_step(x, y)
-            self._epoch_loss += loss.detach().double() * x.shape[0]
-            self._epoch_samples += x.shape[0]
+            loss_sum += loss.detach().double() * x.shape[0]
+            samples += x.shape[0]
             timed_samples += x.shape[0]
             bar.update(1)
             if info.is_main and (step + 1) % max(1, cfg.log_interval) == 0 or step + 1 == n_steps:
@@ -327,18 +326,19 @@ class Trainer:
                 time.sleep(cfg.debug_step_delay)
             if self._should_stop():
                 bar.close()
+                self.partial = {"loss_sum": float(loss_sum), "samples": samples}
                 self._interrupt_mid_epoch(epoch, step + 1)
         bar.close()
-        loss_sum = float(self._epoch_loss)  # waits for the epoch's last step: the time below includes it
+        epoch_loss = float(loss_sum)  # waits for the epoch's last step: the time below includes it
         elapsed = time.perf_counter() - started
-        total_loss, total_samples, total_timed = all_reduce_sum([loss_sum, self._epoch_samples, timed_samples], info)
+        total_loss, total_samples, total_timed = all_reduce_sum([epoch_loss, samples, timed_samples], info)
         self.partial = {"loss_sum": 0.0, "samples": 0.0}
         return {"train_loss": total_loss / max(total_samples, 1.0),
                 "img_per_sec": total_timed / elapsed if elapsed > 0 else 0.0}
 
     def _interrupt_mid_epoch(self, epoch: int, steps_done: int) -> None:
-        """Save a recovery checkpoint at this step boundary and raise TrainingInterrupted."""
-        self.partial = {"loss_sum": float(self._epoch_loss), "samples": self._epoch_samples}
+        """Save a recovery checkpoint (with `self.partial`, the epoch's loss so far) at this step boundary and
+        raise TrainingInterrupted."""
         path = self._save(self._checkpoint(epoch - 1, epoch, steps_done, None), RECOVERY)
         self._note(f"gpunet train: saved recovery checkpoint {path} (epoch {epoch + 1}, batch {steps_done}/"
                   f"{self.steps_per_epoch}, step {self.global_step}); continue with --resume {path}")
