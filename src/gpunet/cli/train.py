@@ -107,6 +107,8 @@ def run(args: argparse.Namespace) -> int:
                 sys.stdout.write(config_yaml(cfg, int(os.environ.get("WORLD_SIZE", "1"))))
             return EXIT_OK
         Trainer(cfg, overwrite=bool(args.overwrite)).run()
+        if dist.is_available() and dist.is_initialized():
+            dist.barrier()  # every process done before any tears the group down (gloo aborted on a late peer)
     except TrainingInterrupted as exc:
         return 128 + int(exc.signum)
     except GPUNetError as exc:
