@@ -411,6 +411,49 @@ def test_atomic_write_into_a_read_only_folder_keeps_the_old_file(tmp_path: Path)
     assert (folder / "keep.txt").read_text() == "old" and os.listdir(folder) == ["keep.txt"]
 
 
+# ============================================================================ two processes, one file
+
+DOWNLOAD = "import sys; from gpunet import hub; print(hub.download(sys.argv[1], 'w.bin', progress=False))"
+
+
+def test_two_processes_downloading_one_file_take_turns(home: Path) -> None:
+    """The second waits for the first and uses its file: one transfer, nothing spliced, both succeed."""
+    body = PAYLOAD * 2
+    partial = home / "checkpoints" / "w.bin.partial"
+    env = {**os.environ, "GPUNET_HOME": str(home)}
+    with file_server({"w.bin": body}, chunk_size=1 << 17, chunk_delay=0.25) as server:
+        cmd = [sys.executable, "-c", DOWNLOAD, server.url("w.bin")]
+        first = subprocess.Popen(cmd, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+        deadline = time.monotonic() + 60
+        while not (partial.exists() and partial.stat().st_size > 0):  # the first is transferring
+            assert first.poll() is None and time.monotonic() < deadline, first.communicate()
+            time.sleep(0.02)
+        second = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=120)
+        out, err = first.communicate(timeout=120)
+    assert first.returncode == 0 and second.returncode == 0, err + second.stderr
+    assert out.strip() == second.stdout.strip() == str(home / "checkpoints" / "w.bin")
+    assert "another process is downloading w.bin; waiting for it" in second.stderr
+    assert len(server.requests_for("w.bin")) == 1  # the second did not fetch it again
+    assert (home / "checkpoints" / "w.bin").read_bytes() == body
+    assert cache_files(home) == ["w.bin", "w.bin.sha256"]
+
+
+def test_waiting_for_another_download_has_the_deadline(home: Path) -> None:
+    """A process that holds the entry's lock past the deadline gets a named one-line error, not a hang."""
+    from filelock import FileLock
+
+    (home / "locks").mkdir(parents=True)
+    with file_server({"w.bin": PAYLOAD}) as server:
+        with FileLock(home / "locks" / "w.bin.lock"):
+            start = time.monotonic()
+            with pytest.raises(DownloadError, match=r"another process has been downloading .*w\.bin for over 0\.5 "
+                                                    r"s \(it holds .*w\.bin\.lock\); stop it or raise the "
+                                                    r"deadline \(GPUNET_DOWNLOAD_TIMEOUT\)"):
+                hub.download(server.url("w.bin"), "w.bin", progress=False, timeout=0.5)
+            assert time.monotonic() - start < 5 and server.requests == []
+        assert hub.download(server.url("w.bin"), "w.bin", progress=False).read_bytes() == PAYLOAD  # released
+
+
 # ============================================================================ kill -9
 
 KILLED = textwrap.dedent("""

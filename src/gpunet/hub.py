@@ -17,6 +17,10 @@ The cache is `$GPUNET_HOME` (default `~/.cache/gpunet`), checkpoints under `chec
 * Each cached file gets a `<file>.sha256` beside it, checked on every later use; a cached
   file that no longer matches, or fails verification, is reported and downloaded again.
 * Every error that involves a file in the cache says how to remove it (`rm -f ...`).
+* Processes that want the same file take turns (a `filelock` lock under `$GPUNET_HOME/locks/`):
+  one downloads, the others wait (saying so on stderr) and then use its verified file, instead
+  of all appending to one `.partial` file. The operating system releases the lock of a process
+  that dies, so a killed download never blocks the next one.
 """
 
 from __future__ import annotations
@@ -30,7 +34,8 @@ import time
 import urllib.error
 import urllib.parse
 import urllib.request
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import IO, Any
@@ -135,13 +140,52 @@ def download(url: str, filename: str | None = None, *, sha256: str | None = None
     """
     limits = Limits.resolve(timeout, stall_timeout)
     dst = checkpoint_dir() / (filename or url_filename(url))
-    if dst.exists() and _cached_ok(dst, sha256, verify):
+    if dst.exists() and _cached_ok(dst, sha256, verify):  # no lock needed (a read-only cache works)
         return dst
+    for folder in (dst.parent, _lock_dir()):
+        try:
+            folder.mkdir(parents=True, exist_ok=True)
+        except OSError as exc:
+            raise DownloadError(f"cannot create the download cache {folder} ({exc.strerror or exc}); set "
+                                f"GPUNET_HOME to a writable folder. {hint}".strip()) from None
+    with _turn(dst, limits, hint):
+        if dst.exists() and _cached_ok(dst, sha256, verify):  # another process downloaded it meanwhile
+            return dst
+        return _download_into(dst, url, sha256, verify, limits, progress, hint)
+
+
+def _lock_dir() -> Path:
+    return gpunet_home() / "locks"
+
+
+@contextmanager
+def _turn(dst: Path, limits: Limits, hint: str) -> Iterator[None]:
+    """Hold the lock of cache entry `dst`, waiting (at most the download deadline) for a process that has it."""
+    from filelock import FileLock, Timeout
+
+    lock = FileLock(_lock_dir() / (dst.name + ".lock"))
     try:
-        dst.parent.mkdir(parents=True, exist_ok=True)
+        try:
+            lock.acquire(timeout=0)
+        except Timeout:
+            print(f"gpunet: another process is downloading {dst.name}; waiting for it (at most "
+                  f"{limits.timeout:g} s)", file=sys.stderr, flush=True)
+            lock.acquire(timeout=limits.timeout)
+    except Timeout:
+        why = f"another process has been downloading {dst} for over {limits.timeout:g} s (it holds {lock.lock_file})"
+        raise DownloadError(f"{why}; stop it or raise the deadline ({TIMEOUT_ENV}). {hint}".strip()) from None
     except OSError as exc:
-        raise DownloadError(f"cannot create the download cache {dst.parent} ({exc.strerror or exc}); set "
+        raise DownloadError(f"cannot create the lock file {lock.lock_file} ({exc.strerror or exc}); set "
                             f"GPUNET_HOME to a writable folder. {hint}".strip()) from None
+    try:
+        yield
+    finally:
+        lock.release()
+
+
+def _download_into(dst: Path, url: str, sha256: str | None, verify: Verify | None, limits: Limits,
+                   progress: bool, hint: str) -> Path:
+    """Fetch `url` into `dst`'s `.partial` file (resuming it), verify it, and make it the cache entry."""
     part = dst.with_name(dst.name + ".partial")
     _fetch(url, part, limits, progress, hint)
     problem = _problem(part, sha256, verify)
