@@ -216,6 +216,41 @@ def test_bad_arguments_are_export_errors(gpunet0, tmp_path, kwargs, message) -> 
     assert issubclass(ExportError, ValueError)  # cli.main prints ValueErrors as `gpunet: error: ...`
 
 
+def test_exporters_check_the_output_path_before_any_work(gpunet0, gpunet0_onnx, tmp_path) -> None:
+    """An output path that cannot be written is refused, naming it and why, before the model is traced (it never
+    runs here); each used to trace and check the model first and then fail with a raw OSError."""
+    from gpunet.conversion import convert
+    from gpunet.deploy.openvino import export_openvino
+    from gpunet.deploy.quantize import quantize_onnx
+    from gpunet.errors import QuantizeError, SettingError
+
+    blocker = tmp_path / "a-file"
+    blocker.write_text("x")
+    model = gpunet.create_model("gpunet_0")
+
+    def refuse(*_: Any) -> None:
+        raise AssertionError("the model ran before the destination was checked")
+
+    model.register_forward_pre_hook(refuse)
+    checkpoint = tmp_path / "gpunet_0.pth.tar"
+    torch.save({"state_dict": gpunet0.state_dict()}, checkpoint)
+    in_a_file = f"{blocker} is a file, not a folder"
+    cases: list[tuple[Any, Path, type[Exception], str]] = [
+        (lambda p: export_onnx(model, p), blocker / "m.onnx", ExportError, in_a_file),
+        (lambda p: export_onnx(model, p), tmp_path, ExportError, "is a folder; expected a file path"),
+        (lambda p: export_torchscript(model, p), blocker / "m.pt", ExportError, in_a_file),
+        (lambda p: export_openvino(model, p), blocker / "m.xml", ExportError, in_a_file),
+        (lambda p: export_triton(model, p), blocker / "repo", ExportError, in_a_file),
+        (lambda p: export_triton(model, p), blocker, ExportError, "is a file; expected a folder"),
+        (lambda p: quantize_onnx(gpunet0_onnx[0], p, tmp_path), blocker / "q.onnx", QuantizeError, in_a_file),
+        (lambda p: convert(checkpoint, p), blocker / "c.safetensors", SettingError, in_a_file),
+    ]
+    for export, path, error, message in cases:
+        with pytest.raises(error, match=re.escape(f"{path}: {message}")):
+            export(path)
+    assert sorted(os.listdir(tmp_path)) == ["a-file", "gpunet_0.pth.tar"] and blocker.read_text() == "x"
+
+
 def test_onnx_session_options(gpunet0_onnx) -> None:
     import onnxruntime as ort
 

@@ -32,6 +32,27 @@ SPOOL_BYTES = 64 << 20  # an extracted member stays in memory up to this size, t
 _CHUNK = 1 << 20
 
 
+def destination_problem(path: str | os.PathLike[str], *, folder: bool = False) -> str | None:
+    """Why `path` cannot be written, checked before any work; None when it can.
+
+    A file path must not be a folder (`folder=True`: must be a folder or not exist yet), and its
+    nearest existing ancestor must be a folder this process may write into (read-only mounts included).
+    """
+    path = os.fspath(path)
+    if not folder and os.path.isdir(path):
+        return "is a folder; expected a file path"
+    if folder and os.path.exists(path) and not os.path.isdir(path):
+        return "is a file; expected a folder"
+    parent = os.path.abspath(path if folder else os.path.dirname(os.path.abspath(path)))
+    while not os.path.exists(parent):
+        parent = os.path.dirname(parent)
+    if not os.path.isdir(parent):
+        return f"{parent} is a file, not a folder"
+    if not os.access(parent, os.W_OK | os.X_OK):
+        return f"cannot write into {parent} (read-only or no permission)"
+    return None
+
+
 @contextmanager
 def atomic_path(path: str | os.PathLike[str]) -> Iterator[str]:
     """Yield a temporary path beside `path`; it replaces `path` only if the block succeeds."""

@@ -9,6 +9,7 @@ import torch
 from safetensors import SafetensorError
 
 from gpunet import weights as W
+from gpunet._io import destination_problem
 from gpunet.arch import Architecture, loads_json
 from gpunet.errors import SettingError, WeightsError
 from gpunet.records import Records, read_records, set_label_names
@@ -56,6 +57,8 @@ def check_destination(src: str, dst: str) -> None:
     if os.path.exists(dst) and os.path.exists(src) and os.path.samefile(src, dst):
         raise SettingError(f"{dst} is the checkpoint being converted; write the conversion to another file "
                            "(converting never replaces its input)")
+    if problem := destination_problem(dst):
+        raise SettingError(f"{dst}: {problem}")
 
 
 def _infer_architecture(path: str, state_dict: Mapping[str, torch.Tensor], records: Records) -> Architecture | str:

@@ -72,19 +72,14 @@ def check_options(args: argparse.Namespace) -> None:
 def check_output(path: str, option: str, *, inputs: tuple[str | None, ...] = (), folder: bool = False) -> None:
     """Before any work: `path` (given with `option`) can be written: a file path (not a folder; `folder=True`:
     a folder) that is none of `inputs`, in a folder that exists or can be made and is writable."""
-    if not folder and os.path.isdir(path):
-        raise CLIError(f"{option} {path}: is a folder; expected a file path")
-    if folder and os.path.exists(path) and not os.path.isdir(path):
-        raise CLIError(f"{option} {path}: is a file; expected a folder")
+    from gpunet._io import destination_problem
+
     for given in inputs:
         if given and os.path.exists(path) and os.path.exists(given) and os.path.samefile(path, given):
             raise CLIError(f"{option} {path} is this command's input; write to another path (its input is never "
                            "replaced)")
-    parent = os.path.abspath(path if folder else os.path.dirname(os.path.abspath(path)))
-    while not os.path.exists(parent):
-        parent = os.path.dirname(parent)
-    if not os.path.isdir(parent) or not os.access(parent, os.W_OK | os.X_OK):
-        raise CLIError(f"{option} {path}: cannot write into {parent} (read-only or no permission)")
+    if problem := destination_problem(path, folder=folder):
+        raise CLIError(f"{option} {path}: {problem}")
 
 
 def add_weights_arguments(p: argparse.ArgumentParser, *, weights_help: str = WEIGHTS_HELP,

@@ -12,6 +12,7 @@ from __future__ import annotations
 import contextlib
 import copy
 import io
+import os
 import warnings
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import asdict, dataclass, field
@@ -21,6 +22,7 @@ import numpy as np
 import torch
 from torch import nn
 
+from gpunet._io import destination_problem
 from gpunet.deploy.optimize import fuse as fuse_model
 from gpunet.errors import ExportError
 from gpunet.transforms import preprocess_config
@@ -55,6 +57,13 @@ class ExportReport:
         d = asdict(self)
         d["batch_sizes"] = list(self.batch_sizes)
         return d
+
+
+def check_export_path(path: str | os.PathLike[str], *, folder: bool = False,
+                      error: type[ExportError] = ExportError) -> None:
+    """`error` naming `path` when it cannot be written: exporters check it before tracing or converting anything."""
+    if problem := destination_problem(path, folder=folder):
+        raise error(f"{os.fspath(path)}: {problem}")
 
 
 def export_img_size(model: nn.Module, img_size: int | None) -> int:

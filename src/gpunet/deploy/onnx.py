@@ -32,6 +32,7 @@ from gpunet.deploy.common import (
     ExportReport,
     HalfPrecision,
     check_batches,
+    check_export_path,
     check_parity,
     default_rtol,
     deploy_copy,
@@ -158,6 +159,7 @@ def export_onnx(model: nn.Module, path: str | os.PathLike[str], *, img_size: int
     (torch.export based, needs onnxscript), "legacy" (TorchScript based, deprecated by torch) or
     "auto" (dynamo when onnxscript is installed, torch >= 2.9 and opset >= 18; else legacy).
     """
+    check_export_path(path)
     onnx = import_onnx()
     size = export_img_size(model, img_size)
     fixed = parse_batch(batch)

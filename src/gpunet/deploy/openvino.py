@@ -20,6 +20,7 @@ from torch import nn
 from gpunet.deploy.common import (
     ExportReport,
     check_batches,
+    check_export_path,
     check_parity,
     default_rtol,
     deploy_copy,
@@ -106,6 +107,7 @@ def export_openvino(model: nn.Module, path: str | os.PathLike[str], *, img_size:
     if not path.endswith(".xml"):
         raise ExportError(f"{path}: an OpenVINO model is an .xml file with its weights in a .bin beside it; "
                           "name the output <name>.xml")
+    check_export_path(path)
     size = export_img_size(model, img_size)
     fixed = parse_batch(batch)
     weights_path = path[: -len(".xml")] + ".bin"

@@ -37,7 +37,7 @@ from PIL import Image
 
 from gpunet._io import atomic_write_bytes
 from gpunet.data import ImageFolder, collate, expand_inputs, load_image
-from gpunet.deploy.common import INPUT_NAME
+from gpunet.deploy.common import INPUT_NAME, check_export_path
 from gpunet.deploy.metadata import (
     META_LABEL_NAMES,
     META_PRECISION,
@@ -227,6 +227,7 @@ def _check_paths(src: str, out: str) -> None:
     if os.path.exists(out) and os.path.samefile(src, out):
         raise QuantizeError(f"{out} is the float32 model being quantized; write the INT8 model to another file "
                             "(quantizing never replaces its input)")
+    check_export_path(out, error=QuantizeError)
     meta = read_metadata(src)
     if meta.get(META_PRECISION, "fp32") != "fp32":
         raise QuantizeError(f"{src} is a {meta[META_PRECISION]} export; quantize a float32 export (gpunet export "

@@ -17,7 +17,7 @@ from torch import nn
 
 from gpunet._io import atomic_write_bytes
 from gpunet._optional import importable
-from gpunet.deploy.common import INPUT_NAME, OUTPUT_NAME, ExportReport, export_img_size
+from gpunet.deploy.common import INPUT_NAME, OUTPUT_NAME, ExportReport, check_export_path, export_img_size
 from gpunet.deploy.onnx import export_onnx
 from gpunet.deploy.packages import DeployDependencyError
 from gpunet.device import resolve_device
@@ -57,6 +57,7 @@ def export_tensorrt(model: nn.Module, path: str | os.PathLike[str], *, img_size:
     trt = import_tensorrt()
     if isinstance(batch, bool) or not isinstance(batch, int) or batch < 1:
         raise ExportError(f"TensorRT batch must be a positive integer (the largest batch of the engine), got {batch!r}")
+    check_export_path(path)
     size = export_img_size(model, img_size)
     # TensorRT < 11 takes FP16 as a builder flag over a float32 network; TensorRT 11 dropped weakly typed
     # networks, so there the ONNX itself computes in float16 and the network is parsed strongly typed.

@@ -13,6 +13,7 @@ from gpunet.deploy.common import (
     CHECK_BATCHES_DYNAMIC,
     FP32_RTOL,
     ExportReport,
+    check_export_path,
     check_parity,
     deploy_copy,
     export_img_size,
@@ -31,6 +32,7 @@ def export_torchscript(model: nn.Module, path: str | os.PathLike[str], *, img_si
     warnings are silenced here. Prefer ONNX for new deployments. The gpunet metadata is the
     extra file `gpunet_metadata.json` (`torch.jit.load(path, _extra_files=...)`).
     """
+    check_export_path(path)
     size = export_img_size(model, img_size)
     net = deploy_copy(model, fuse)
     example = torch.randn(2, 3, size, size)

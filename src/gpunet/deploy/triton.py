@@ -16,7 +16,7 @@ from pathlib import Path
 from torch import nn
 
 from gpunet._io import atomic_write_bytes
-from gpunet.deploy.common import INPUT_NAME, OUTPUT_NAME, ExportReport, export_img_size
+from gpunet.deploy.common import INPUT_NAME, OUTPUT_NAME, ExportReport, check_export_path, export_img_size
 from gpunet.deploy.metadata import model_labels, model_name, model_num_classes
 from gpunet.deploy.onnx import export_onnx
 from gpunet.errors import ExportError
@@ -114,6 +114,7 @@ def export_triton_report(model: nn.Module, repo_dir: str | os.PathLike[str], *, 
     """`export_triton`, also returning the ONNX export report (check result, size, the files written)."""
     name = name or model_name(model).replace("custom", "gpunet")
     _check_settings(name, max_batch_size, version, tensorrt_precision)
+    check_export_path(repo_dir, folder=True)
     size = export_img_size(model, img_size)
     config = triton_config(name, img_size=size, num_classes=model_num_classes(model), max_batch_size=max_batch_size,
                            tensorrt_accelerator=tensorrt_accelerator, tensorrt_precision=tensorrt_precision,
