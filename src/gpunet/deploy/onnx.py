@@ -46,6 +46,7 @@ from gpunet.errors import ExportError, SettingError
 
 DEFAULT_OPSET = 18  # the opset torch's dynamo exporter emits natively (TensorRT 10 and ORT >= 1.14 read it)
 LEGACY_OPSET = 17
+MIN_OPSET = 7  # the oldest opset torch's exporters emit; ONNX Runtime has no kernels for older Mul/Sigmoid
 EXPORTERS = ("auto", "dynamo", "legacy")
 MAX_DYNAMIC_BATCH = 4096
 
@@ -56,7 +57,12 @@ def _torch_version() -> tuple[int, int]:
 
 
 def choose_exporter(exporter: str = "auto", opset: int | None = None) -> str:
-    """"dynamo" or "legacy": `exporter`, or for "auto" dynamo when onnxscript, torch >= 2.9 and opset >= 18 allow."""
+    """"dynamo" or "legacy": `exporter`, or for "auto" dynamo when onnxscript, torch >= 2.9 and opset >= 18 allow.
+
+    An `opset` outside MIN_OPSET .. the newest the installed onnx knows is refused here, before any tracing.
+    """
+    if opset is not None:
+        check_opset(opset)
     if exporter == "auto":
         # the dynamo exporter emits opset >= 18 only (older opsets: a version conversion that fails on these graphs)
         dynamo_ok = onnxscript_available() and _torch_version() >= (2, 9) and (opset is None or opset >= DEFAULT_OPSET)
@@ -67,6 +73,15 @@ def choose_exporter(exporter: str = "auto", opset: int | None = None) -> str:
         raise ExportError("torch's ONNX exporter needs onnxscript: pip install 'gpunet[export]' "
                           "(or pip install onnxscript), or pass exporter='legacy'")
     return exporter
+
+
+def check_opset(opset: int) -> None:
+    """ExportError unless `opset` is one gpunet can export and check: MIN_OPSET to the installed onnx's newest."""
+    newest = int(import_onnx().defs.onnx_opset_version())
+    if isinstance(opset, bool) or not isinstance(opset, int) or not MIN_OPSET <= opset <= newest:
+        raise ExportError(f"opset {opset!r}: gpunet exports ONNX opsets {MIN_OPSET} to {newest} ({MIN_OPSET}: the "
+                          f"oldest torch's exporters emit; {newest}: the newest the installed onnx "
+                          f"{import_onnx().__version__} knows); the default is {DEFAULT_OPSET}")
 
 
 def trace_onnx(module: nn.Module, input_shape: Sequence[int], *, dynamic_batch: bool = True, opset: int | None = None,
@@ -163,8 +178,8 @@ def export_onnx(model: nn.Module, path: str | os.PathLike[str], *, img_size: int
     onnx = import_onnx()
     size = export_img_size(model, img_size)
     fixed = parse_batch(batch)
-    reference = deploy_copy(model, fuse)
     used = choose_exporter(exporter, opset)
+    reference = deploy_copy(model, fuse)
     proto = trace_onnx(reference, (fixed or 2, 3, size, size), dynamic_batch=fixed is None, opset=opset,
                        exporter=used, fp16=fp16)
     set_metadata(proto, model_metadata(model, size, fused=fuse, precision="fp16" if fp16 else "fp32"))
