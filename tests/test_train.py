@@ -6,6 +6,7 @@ Subprocess tests use the real entry point (`python -m gpunet train`, `torchrun -
 
 from __future__ import annotations
 
+import math
 import re
 import signal
 import subprocess
@@ -115,6 +116,53 @@ def test_train_config_is_typed_frozen_and_reads_like_the_old_dict() -> None:
         dataclasses.replace(cfg, reprob=1.0)
     with pytest.raises(RecipeError, match="Did you mean 'epochs'"):
         resolve_config(None, {"epoch": 3})
+
+
+@pytest.mark.parametrize(("setting", "value", "expected"), [
+    # each of these went through unchecked: a traceback from timm or torch at the first step, or silently
+    # meaningless (a flip probability of 2 flips always, a negative weight decay grows the weights)
+    ("opt", "nope", "an optimizer name timm knows"),
+    ("lr", -1.0, "a positive number"),
+    ("lr", math.nan, "a positive number"),
+    ("lr_base", 0.0, "a positive number"),
+    ("weight_decay", -1e-5, "a number >= 0"),
+    ("momentum", -0.9, "a number >= 0"),
+    ("opt_betas", (0.9, 1.5), r"two \(or three\) numbers in \[0, 1\)"),
+    ("opt_eps", 0.0, "a positive number"),
+    ("clip_grad", -1.0, "a positive number"),
+    ("warmup_epochs", -1, "an integer >= 0"),
+    ("workers", -2, "an integer >= 0"),
+    ("hflip", 2.0, r"a probability in \[0, 1\]"),
+    ("mixup_prob", 1.5, r"a probability in \[0, 1\]"),
+    ("scale", (0.9, 0.1), "two numbers 0 < min <= max <= 1"),
+    ("ratio", (0.0, 1.0), "two numbers 0 < min <= max"),
+    ("crop_pct", 0.0, r"a fraction in \(0, 1\]"),
+    ("std", (0.2, 0.0, 0.2), "three positive numbers"),
+    ("mean", (0.5, 0.5), "three numbers"),
+    ("interpolation", "cubic", "one of 'bicubic', 'bilinear', 'nearest'"),
+    ("train_interpolation", "cubic", "one of 'random'"),
+    ("aa", "rand_m9", "a timm auto-augment policy"),
+    ("model_ema_decay", 1.0, r"a value in \[0, 1\)"),
+    ("log_interval", 0, "a positive integer"),
+    ("num_classes", 0, "a positive integer"),
+])
+def test_bad_settings_are_named_before_any_work(setting: str, value: object, expected: str) -> None:
+    with pytest.raises(RecipeError, match=rf"^{setting}: expected {expected}.*, got "):
+        resolve_config(None, {setting: value})
+
+
+def test_every_recipe_and_accepted_optimizer_name_passes_the_checks() -> None:
+    """The names accepted without asking timm are timm's, and timm's own names (with lookahead_) pass."""
+    from timm.optim import list_optimizers
+
+    from gpunet.train.config import _WELL_KNOWN_OPTIMIZERS
+
+    assert _WELL_KNOWN_OPTIMIZERS <= set(list_optimizers())
+    for name in ("adamw", "lookahead_adamw", "lion", "RMSpropTF"):
+        assert resolve_config(None, {"opt": name}).opt == name
+    for recipe in RECIPES:
+        resolve_config(recipe)
+    assert resolve_config(None, {"aa": "rand-m9-mstd0.5-inc1", "train_interpolation": "lanczos"}).aa
 
 
 def test_cli_flags_are_generated_from_the_config_fields(capsys: pytest.CaptureFixture[str]) -> None:

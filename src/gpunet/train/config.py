@@ -13,6 +13,7 @@ Resolution order: defaults <- `base` (a resumed run's settings) <- recipe <- ove
 
 from __future__ import annotations
 
+import math
 import os
 from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import Field, asdict, dataclass, field, fields
@@ -30,10 +31,68 @@ DEFAULT_OUTPUT = os.path.join(".", "output", "train")
 NOT_IN_YAML = ("debug_step_delay",)  # test-only knobs, left out of --print-config and args.yaml
 
 # range checks a field can name in its metadata: check -> (passes, what was expected)
+def _number(v: Any) -> bool:
+    return isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v)
+
+
+def _pair(v: Any, low_open: float, high: float) -> bool:
+    """Two numbers low < a <= b <= high (a range such as random-resized-crop's scale)."""
+    return (isinstance(v, tuple) and len(v) == 2 and all(_number(x) for x in v)
+            and low_open < v[0] <= v[1] <= high)
+
+
+# names timm has always known, accepted without importing timm (and torch): the default and the recipes' ones
+_WELL_KNOWN_OPTIMIZERS = frozenset({"sgd", "momentum", "nesterov", "rmsprop", "rmsproptf", "adam", "adamw", "lamb"})
+
+
+def _timm_optimizer(name: Any) -> bool:
+    """A name timm's optimizer factory knows (its last `_` part: `lookahead_adamw` is adamw with lookahead)."""
+    if isinstance(name, str) and name.lower().split("_")[-1] in _WELL_KNOWN_OPTIMIZERS:
+        return True
+    try:
+        from timm.optim import list_optimizers
+    except ImportError:  # timm < 1.0.12 has no registry to ask; its factory reports an unknown name itself
+        return isinstance(name, str)
+    return isinstance(name, str) and name.lower().split("_")[-1] in list_optimizers()
+
+
+def _timm_auto_augment(policy: Any) -> bool:
+    """None, or a policy string timm's auto-augment parser accepts (rand-m9-mstd0.5, augmix-m5, original, ...)."""
+    if policy is None:
+        return True
+    from timm.data import create_transform
+
+    try:
+        create_transform(32, is_training=True, auto_augment=policy)
+    except (AssertionError, ValueError, KeyError, IndexError, TypeError):
+        return False
+    return True
+
+
+# None passes every check but positive_int and the pairs: it is the "not set" of the optional settings
 _CHECKS: dict[str, tuple[Any, str]] = {
-    "positive_int": (lambda v: isinstance(v, int) and v > 0, "a positive integer"),
-    "fraction": (lambda v: v is None or 0.0 <= v < 1.0, "a value in [0, 1)"),
-    "positive": (lambda v: v > 0, "a positive number"),
+    "positive_int": (lambda v: isinstance(v, int) and not isinstance(v, bool) and v > 0, "a positive integer"),
+    "positive_int_or_none": (lambda v: v is None or (isinstance(v, int) and not isinstance(v, bool) and v > 0),
+                             "a positive integer"),
+    "count": (lambda v: isinstance(v, int) and not isinstance(v, bool) and v >= 0, "an integer >= 0"),
+    "fraction": (lambda v: v is None or (_number(v) and 0.0 <= v < 1.0), "a value in [0, 1)"),
+    "probability": (lambda v: _number(v) and 0.0 <= v <= 1.0, "a probability in [0, 1]"),
+    "crop": (lambda v: v is None or (_number(v) and 0.0 < v <= 1.0), "a fraction in (0, 1]"),
+    "positive": (lambda v: v is None or (_number(v) and v > 0), "a positive number"),
+    "non_negative": (lambda v: v is None or (_number(v) and v >= 0), "a number >= 0"),
+    "scale_range": (lambda v: _pair(v, 0.0, 1.0), "two numbers 0 < min <= max <= 1"),
+    "ratio_range": (lambda v: _pair(v, 0.0, math.inf), "two numbers 0 < min <= max"),
+    "betas": (lambda v: v is None or (isinstance(v, tuple) and len(v) in (2, 3)
+                                      and all(_number(b) and 0.0 <= b < 1.0 for b in v)),
+              "two (or three) numbers in [0, 1)"),
+    "mean": (lambda v: v is None or (isinstance(v, tuple) and len(v) == 3 and all(map(_number, v))),
+             "three numbers (R, G, B)"),
+    "std": (lambda v: v is None or (isinstance(v, tuple) and len(v) == 3 and all(_number(x) and x > 0 for x in v)),
+            "three positive numbers (R, G, B)"),
+    "optimizer": (_timm_optimizer, "an optimizer name timm knows (timm.optim.list_optimizers(), e.g. sgd, "
+                                   "rmsproptf, adamw, lamb, lookahead_adamw)"),
+    "auto_augment": (_timm_auto_augment, "a timm auto-augment policy such as rand-m9-mstd0.5, augmix-m5 or "
+                                         "original ('none' to disable)"),
 }
 
 
@@ -65,14 +124,17 @@ class TrainConfig(Mapping[str, Any]):
                                     flags=("data_dir",), metavar="DATA_DIR")
     train_split: str = _setting("train", "training split folder (default {default})", DATA)
     val_split: str = _setting("val", "validation split folder (default {default}; '' for none)", DATA)
-    num_classes: int | None = _setting(None, "classes (default: the number of class folders)", DATA)
-    img_size: int | None = _setting(None, "student input size (default: the model's)", DATA)
-    crop_pct: float | None = _setting(None, "eval center-crop fraction (default: the model's)", DATA)
-    interpolation: str = _setting("bicubic", "eval resize interpolation (default {default})", DATA)
-    mean: tuple[float, float, float] | None = _setting(None, "normalisation mean", DATA, metavar="M")
-    std: tuple[float, float, float] | None = _setting(None, "normalisation std", DATA, metavar="S")
+    num_classes: int | None = _setting(None, "classes (default: the number of class folders)", DATA,
+                                       check="positive_int_or_none")
+    img_size: int | None = _setting(None, "student input size (default: the model's)", DATA,
+                                    check="positive_int_or_none")
+    crop_pct: float | None = _setting(None, "eval center-crop fraction (default: the model's)", DATA, check="crop")
+    interpolation: str = _setting("bicubic", "eval resize interpolation: {choices} (default {default})", DATA,
+                                  choices=("bicubic", "bilinear", "nearest"))
+    mean: tuple[float, float, float] | None = _setting(None, "normalisation mean", DATA, metavar="M", check="mean")
+    std: tuple[float, float, float] | None = _setting(None, "normalisation std", DATA, metavar="S", check="std")
     workers: int = _setting(4, "data loading processes per training process (default {default})", DATA,
-                            flags=("-j", "--workers"))
+                            flags=("-j", "--workers"), check="count")
     pin_mem: bool = _setting(False, "pinned host memory for CUDA transfers", DATA)
     # model
     model: str | None = _setting(None, "zoo name, NVIDIA-format architecture JSON or gpunet .safetensors", MODEL,
@@ -91,15 +153,18 @@ class TrainConfig(Mapping[str, Any]):
     batch_size: int = _setting(128, "batch size per process (default {default})", OPTIM,
                                flags=("-b", "--batch-size"), check="positive_int")
     validation_batch_size: int | None = _setting(None, "eval batch size (default: --batch-size)", OPTIM,
-                                                 flags=("-vb", "--validation-batch-size"))
-    opt: str = _setting("sgd", "timm optimizer name (default {default}; recipes {recipe})", OPTIM)
-    opt_eps: float | None = _setting(None, "optimizer epsilon", OPTIM)
-    opt_betas: tuple[float, ...] | None = _setting(None, "optimizer betas", OPTIM)
-    momentum: float = _setting(0.9, "optimizer momentum (default {default})", OPTIM)
-    weight_decay: float = _setting(2e-5, "weight decay (default {default})", OPTIM)
-    clip_grad: float | None = _setting(None, "clip gradient norm", OPTIM)
-    lr: float | None = _setting(None, "learning rate, used as is (default: lr-base scaled by batch)", OPTIM)
-    lr_base: float = _setting(0.1, "lr for a global batch of --lr-base-size (default {default})", OPTIM)
+                                                 flags=("-vb", "--validation-batch-size"),
+                                                 check="positive_int_or_none")
+    opt: str = _setting("sgd", "timm optimizer name (default {default}; recipes {recipe})", OPTIM, check="optimizer")
+    opt_eps: float | None = _setting(None, "optimizer epsilon", OPTIM, check="positive")
+    opt_betas: tuple[float, ...] | None = _setting(None, "optimizer betas", OPTIM, check="betas")
+    momentum: float = _setting(0.9, "optimizer momentum (default {default})", OPTIM, check="non_negative")
+    weight_decay: float = _setting(2e-5, "weight decay (default {default})", OPTIM, check="non_negative")
+    clip_grad: float | None = _setting(None, "clip gradient norm", OPTIM, check="positive")
+    lr: float | None = _setting(None, "learning rate, used as is (default: lr-base scaled by batch)", OPTIM,
+                                check="positive")
+    lr_base: float = _setting(0.1, "lr for a global batch of --lr-base-size (default {default})", OPTIM,
+                              check="positive")
     lr_base_size: int = _setting(256, "global batch size of --lr-base (default {default})", OPTIM,
                                  check="positive_int")
     lr_base_scale: str = _setting("", "'linear' or 'sqrt' (default: sqrt for ada*/lamb, else linear)", OPTIM,
@@ -107,43 +172,51 @@ class TrainConfig(Mapping[str, Any]):
     sched: str = _setting("cosine", "scheduler: {choices} (default {default})", OPTIM,
                           choices=("step", "cosine", "tanh", "poly", "plateau", "multistep"))
     epochs: int = _setting(300, "epochs (default {default})", OPTIM, check="positive_int")
-    decay_epochs: float = _setting(90.0, "step scheduler period in epochs", OPTIM)
-    decay_rate: float = _setting(0.1, "step scheduler decay rate", OPTIM, flags=("--decay-rate", "--dr"))
-    warmup_lr: float = _setting(1e-5, "warm-up start lr", OPTIM)
-    warmup_epochs: int = _setting(5, "warm-up epochs", OPTIM)
-    min_lr: float = _setting(0.0, "lower lr bound (cosine etc.)", OPTIM)
-    cooldown_epochs: int = _setting(0, "epochs at min lr after the schedule", OPTIM)
+    decay_epochs: float = _setting(90.0, "step scheduler period in epochs", OPTIM, check="positive")
+    decay_rate: float = _setting(0.1, "step scheduler decay rate", OPTIM, flags=("--decay-rate", "--dr"),
+                                 check="non_negative")
+    warmup_lr: float = _setting(1e-5, "warm-up start lr", OPTIM, check="non_negative")
+    warmup_epochs: int = _setting(5, "warm-up epochs", OPTIM, check="count")
+    min_lr: float = _setting(0.0, "lower lr bound (cosine etc.)", OPTIM, check="non_negative")
+    cooldown_epochs: int = _setting(0, "epochs at min lr after the schedule", OPTIM, check="count")
     # augmentation and regularisation
     no_aug: bool = _setting(False, "no training augmentation (resize + center crop)", AUGMENT)
-    scale: tuple[float, float] = _setting((0.08, 1.0), "random-resized-crop scale range", AUGMENT)
-    ratio: tuple[float, float] = _setting((3 / 4, 4 / 3), "random-resized-crop aspect range", AUGMENT)
-    hflip: float = _setting(0.5, "horizontal flip probability", AUGMENT)
-    vflip: float = _setting(0.0, "vertical flip probability", AUGMENT)
-    color_jitter: float = _setting(0.4, "colour jitter (default {default})", AUGMENT)
-    aa: str | None = _setting(None, "auto-augment policy, e.g. rand-m9-mstd0.5 ('none' to disable)", AUGMENT)
-    train_interpolation: str = _setting("random", "training resize interpolation (default {default})", AUGMENT)
+    scale: tuple[float, float] = _setting((0.08, 1.0), "random-resized-crop scale range", AUGMENT,
+                                          check="scale_range")
+    ratio: tuple[float, float] = _setting((3 / 4, 4 / 3), "random-resized-crop aspect range", AUGMENT,
+                                          check="ratio_range")
+    hflip: float = _setting(0.5, "horizontal flip probability", AUGMENT, check="probability")
+    vflip: float = _setting(0.0, "vertical flip probability", AUGMENT, check="probability")
+    color_jitter: float = _setting(0.4, "colour jitter (default {default})", AUGMENT, check="non_negative")
+    aa: str | None = _setting(None, "auto-augment policy, e.g. rand-m9-mstd0.5 ('none' to disable)", AUGMENT,
+                              check="auto_augment")
+    train_interpolation: str = _setting("random", "training resize interpolation: {choices} (default {default})",
+                                        AUGMENT, choices=("random", "bicubic", "bilinear", "nearest", "box",
+                                                          "hamming", "lanczos"))
     reprob: float = _setting(0.0, "random erasing probability", AUGMENT, check="fraction")
     remode: str = _setting("pixel", "random erasing mode ({choices})", AUGMENT, choices=("pixel", "rand", "const"))
-    recount: int = _setting(1, "random erasing count", AUGMENT)
-    mixup: float = _setting(0.0, "mixup alpha (0 off)", AUGMENT)
-    cutmix: float = _setting(0.0, "cutmix alpha (0 off)", AUGMENT)
-    mixup_prob: float = _setting(1.0, "probability of mixup/cutmix per batch", AUGMENT)
-    mixup_switch_prob: float = _setting(0.5, "probability of cutmix instead of mixup", AUGMENT)
+    recount: int = _setting(1, "random erasing count", AUGMENT, check="positive_int")
+    mixup: float = _setting(0.0, "mixup alpha (0 off)", AUGMENT, check="non_negative")
+    cutmix: float = _setting(0.0, "cutmix alpha (0 off)", AUGMENT, check="non_negative")
+    mixup_prob: float = _setting(1.0, "probability of mixup/cutmix per batch", AUGMENT, check="probability")
+    mixup_switch_prob: float = _setting(0.5, "probability of cutmix instead of mixup", AUGMENT, check="probability")
     mixup_mode: str = _setting("batch", "batch, pair or elem", AUGMENT, choices=("batch", "pair", "elem"))
     smoothing: float = _setting(0.1, "label smoothing (default {default})", AUGMENT, check="fraction")
     model_ema: bool = _setting(False, "keep an exponential moving average of the weights", AUGMENT)
-    model_ema_decay: float = _setting(0.9998, "EMA decay (recipes {recipe})", AUGMENT)
+    model_ema_decay: float = _setting(0.9998, "EMA decay (recipes {recipe})", AUGMENT, check="fraction")
     model_ema_warmup: bool = _setting(False, "EMA decay warm-up (useful for short runs)", AUGMENT)
     # distillation
     teacher: str | None = _setting(None, "teacher: a timm model name, a GPUNet name or JSON ('none' disables)",
                                    DISTILL)
     teacher_checkpoint: str | None = _setting(None, "timm checkpoint of the teacher", DISTILL, metavar="PATH")
     teacher_weights: str | None = _setting(None, "weights of a GPUNet teacher", DISTILL, metavar="PATH")
-    teacher_img_size: int | None = _setting(None, "teacher input size (batches load at this size)", DISTILL)
+    teacher_img_size: int | None = _setting(None, "teacher input size (batches load at this size)", DISTILL,
+                                            check="positive_int_or_none")
     teacher_pretrained: bool = _setting(False, "download the teacher's weights (timm hub / NGC)", DISTILL)
     teacher_random_weights: bool = _setting(False, "allow an untrained teacher (smoke tests only: meaningless)",
                                             DISTILL)
-    kd_weight: float = _setting(1.0, "weight of the distillation loss (default {default}, NVIDIA)", DISTILL)
+    kd_weight: float = _setting(1.0, "weight of the distillation loss (default {default}, NVIDIA)", DISTILL,
+                                check="non_negative")
     kd_temperature: float = _setting(1.0, "distillation temperature (default {default}, NVIDIA)", DISTILL,
                                      check="positive")
     test_teacher: bool = _setting(False, "report the teacher's validation accuracy first", DISTILL)
@@ -160,7 +233,7 @@ class TrainConfig(Mapping[str, Any]):
     dist_bn: str = _setting("reduce", "without --sync-bn: '{default}' (default) or 'broadcast' BN stats each epoch,"
                                       " '' for neither", RUNTIME, choices=("reduce", "broadcast", ""))
     seed: int = _setting(42, "random seed (default {default})", RUNTIME)
-    log_interval: int = _setting(50, "steps between log lines (default {default})", RUNTIME)
+    log_interval: int = _setting(50, "steps between log lines (default {default})", RUNTIME, check="positive_int")
     output: str | None = _setting(None, f"output base folder (default {DEFAULT_OUTPUT})", RUNTIME)
     experiment: str | None = _setting(None, "run folder name under --output (default: date-model-size)", RUNTIME)
     resume: str | None = _setting(None, "continue a run from its last/recovery checkpoint (settings come from the "
