@@ -284,6 +284,15 @@ def test_cli_port_in_use_is_a_clear_error(capsys, tiny_model) -> None:
         code, err = _main(capsys, str(tiny_model), "--port", str(port))
     assert code == 2, err
     assert f"gpunet: error: --host 127.0.0.1 --port {port}: cannot listen there" in err
+    assert err.rstrip().endswith("choose another --port")
+
+
+@pytest.mark.parametrize("host", ["999.1.1.1", "192.0.2.1"])  # not an address; TEST-NET-1, not this machine's
+def test_cli_host_that_is_not_this_machines_says_to_change_the_host(capsys, tiny_model, host) -> None:
+    code, err = _main(capsys, str(tiny_model), "--host", host, "--port", "8000")
+    assert code == 2, err
+    assert f"gpunet: error: --host {host} --port 8000: cannot listen there" in err
+    assert "choose another --host: an address of this machine" in err  # was: "choose another --port"
 
 
 def test_cli_help_lists_serve(capsys) -> None:

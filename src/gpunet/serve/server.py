@@ -12,6 +12,7 @@ an unfit checkpoint is a one-line error before any Ray process starts.
 from __future__ import annotations
 
 import dataclasses
+import errno
 import math
 import os
 import socket
@@ -57,8 +58,18 @@ def _check_port(host: str, port: int) -> None:
         try:
             s.bind((host, port))
         except OSError as exc:
-            raise SettingError(f"--host {host} --port {port}: cannot listen there ({exc.strerror or exc}); choose "
-                               "another --port") from None
+            raise SettingError(f"--host {host} --port {port}: cannot listen there ({exc.strerror or exc}); "
+                               f"{_listen_advice(exc)}") from None
+
+
+def _listen_advice(exc: OSError) -> str:
+    """What to change when binding failed: the port (taken, privileged) or the host (not this machine's)."""
+    if isinstance(exc, socket.gaierror) or exc.errno == errno.EADDRNOTAVAIL:
+        return ("choose another --host: an address of this machine (127.0.0.1 for this machine only, 0.0.0.0 for "
+                "every interface)")
+    if exc.errno == errno.EACCES:
+        return "ports below 1024 need privileges: choose a --port above 1023"
+    return "choose another --port"
 
 
 def _ray_init_kwargs(config: ServeConfig, options: ServerOptions) -> dict[str, Any]:
