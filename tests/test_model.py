@@ -464,3 +464,19 @@ def test_timm_features_only() -> None:
     assert [o.shape[1] for o in outs] == [32, 704]
     default = timm.create_model("gpunet_p1", features_only=True)
     assert default.feature_info.reduction() == [2, 4, 8, 16, 32, 64]
+
+
+@pytest.mark.parametrize(("kwargs", "message"), [
+    ({"drop_rate": 1.5}, r"drop_rate 1\.5: expected a rate in \[0, 1\)"),  # was: a ValueError in the first train step
+    ({"drop_rate": -0.1}, r"drop_rate -0\.1: expected a rate in \[0, 1\)"),
+    ({"drop_path_rate": 2.0}, r"drop_path_rate 2\.0: expected a rate"),  # was: bernoulli_ RuntimeError in forward
+    ({"drop_path_rate": -1.0}, r"drop_path_rate -1\.0: expected a rate"),  # was: trained silently with it
+])
+def test_dropout_rates_are_checked_when_the_model_is_made(kwargs: dict[str, float], message: str) -> None:
+    with pytest.raises(SettingError, match=message):
+        gpunet.create_model("gpunet_0", **kwargs)
+    with pytest.raises(SettingError, match=message):
+        timm.create_model("gpunet_0", **kwargs)
+    if "drop_path_rate" in kwargs:
+        with pytest.raises(SettingError, match=message):
+            gpunet.create_model("gpunet_0", features_only=True, **kwargs)

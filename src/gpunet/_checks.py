@@ -33,6 +33,13 @@ def check_fraction(value: Any, setting: str) -> float:
     return float(value)
 
 
+def check_rate(value: Any, setting: str) -> float:
+    """`value` if it is a number in [0, 1) (a dropout or drop-path rate), else SettingError."""
+    if not isinstance(value, (int, float)) or isinstance(value, bool) or not 0.0 <= value < 1.0:
+        raise SettingError(f"{setting} {value!r}: expected a rate in [0, 1), e.g. 0.2")
+    return float(value)
+
+
 @contextmanager
 def naming_errors(path: str | os.PathLike[str]) -> Iterator[None]:
     """Inside: an OSError that names no file (a failed write: a full disk, a size limit) names `path`."""

@@ -12,6 +12,7 @@ from dataclasses import dataclass
 
 from torch import nn
 
+from gpunet._checks import check_rate
 from gpunet.arch import Architecture, BlockSpec, ConvSpec, FusedIRBSpec, HeadSpec, IRBSpec, LayerSpec, TailSpec
 from gpunet.blocks import ConvBnAct, FusedInvertedResidual, InvertedResidual, Tail
 
@@ -220,7 +221,7 @@ def layer_module_paths(arch: Architecture) -> list[str]:
 
 def build_network(arch: Architecture, drop_path_rate: float | None = None) -> Network:
     """All modules of `arch`, with blocks grouped into stages (`stage_layout`)."""
-    rate = default_drop_path_rate(arch) if drop_path_rate is None else drop_path_rate
+    rate = default_drop_path_rate(arch) if drop_path_rate is None else check_rate(drop_path_rate, "drop_path_rate")
     schedule = drop_path_schedule(arch, rate)
     stages: list[list[nn.Module]] = []
     for j, (spec, (stage, _)) in enumerate(zip(arch.blocks, stage_layout(arch), strict=True)):

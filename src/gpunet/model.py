@@ -18,6 +18,7 @@ from timm.models._features import feature_take_indices
 from torch import nn
 from torch.utils.checkpoint import checkpoint
 
+from gpunet._checks import check_rate
 from gpunet.arch import Architecture
 from gpunet.blocks import ConvBnAct, PooledHead
 from gpunet.builder import build_network
@@ -60,6 +61,7 @@ class GPUNet(_TimmConfig, PooledHead):
                  global_pool: str = "avg", drop_rate: float = DEFAULT_DROP_RATE,
                  drop_path_rate: float | None = None) -> None:
         super().__init__()
+        check_rate(drop_rate, "drop_rate")  # here, not in the first training step's dropout
         arch = with_in_chans(arch, in_chans)
         net = build_network(arch, drop_path_rate)
         self.arch = arch
