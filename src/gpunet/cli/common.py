@@ -103,7 +103,8 @@ def add_model_arguments(p: argparse.ArgumentParser, *, default_model: str = DEFA
     add_weights_arguments(p)
     p.add_argument("--img-size", type=int, help="input resolution (default: the model's)")
     p.add_argument("--crop-pct", type=float, help="center-crop fraction (default: the model's, 1.0 or 0.875)")
-    p.add_argument("--batch-size", "-b", type=int, default=None)
+    p.add_argument("--batch-size", "-b", type=int, default=None,
+                   help="images per forward pass (default 16 for predict, 64 for validate)")
     p.add_argument("--device", default="auto", help=DEVICE_HELP)
     p.add_argument("--amp", action="store_true", help="mixed precision (fp16 on CUDA, bf16 on CPU)")
     p.add_argument("--channels-last", action="store_true", help="channels_last memory format")

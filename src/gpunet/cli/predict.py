@@ -27,7 +27,9 @@ def register(sub: Any) -> None:
     p.add_argument("images", nargs="+", metavar="IMAGE", help="image file, folder or glob pattern")
     add_model_arguments(p)
     p.add_argument("--top-k", "-k", type=int, default=5, help="classes to show per image (default 5)")
-    p.add_argument("--format", "-f", choices=("table", "json", "csv"), default="table")
+    p.add_argument("--format", "-f", choices=("table", "json", "csv"), default="table",
+                   help="table (default): for reading; json: the settings and a record per image; csv: a row per "
+                        "image and rank")
     p.add_argument("--labels", metavar="FILE", help="class names, one per line in output order (default: the names "
                                                      "the weights record, else ImageNet-1k's for 1000 classes)")
     p.add_argument("--workers", "-j", type=int, default=None, help="image decoding threads")

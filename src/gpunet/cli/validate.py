@@ -26,7 +26,8 @@ def register(sub: Any) -> None:
     v.add_argument("--labels", metavar="FILE",
                    help="the model's class names (its training class folders), one per line in output order, "
                         "for weights that record none")
-    v.add_argument("--format", "-f", choices=("table", "json"), default="table")
+    v.add_argument("--format", "-f", choices=("table", "json"), default="table",
+                   help="table (default) or json (the result as one object)")
     v.set_defaults(func=run)
 
 
