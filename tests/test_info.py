@@ -138,3 +138,14 @@ def test_convert_round_trip(tmp_path, capsys) -> None:
         assert torch.equal(a(x), b(x)) and torch.equal(a(x), c(x))
     clf = gpunet.Classifier(dst, device="cpu")  # a .safetensors file carries its own weights
     assert clf.predict(x[0], top_k=2)[0].topk[0].index == 42
+
+
+@pytest.mark.parametrize("size", [0, -5, 16, 5000])
+def test_count_macs_and_describe_check_the_size(size: int) -> None:
+    """0 used to mean "the model's size" (a silent default) and -5 ended in torch's negative-dimension error."""
+    from gpunet.errors import SettingError
+
+    with pytest.raises(SettingError, match=f"img_size {size} is (below|over)"):
+        count_macs("gpunet_0", size)
+    with pytest.raises(SettingError, match=f"img_size {size} is (below|over)"):
+        describe("gpunet_0", size)

@@ -13,6 +13,7 @@ from typing import TYPE_CHECKING, Any
 
 from gpunet.arch import Architecture, TailSpec
 from gpunet.errors import SettingError
+from gpunet.limits import check_image_size
 
 if TYPE_CHECKING:  # torch is imported by the functions that need it: `gpunet list` runs without it
     import torch
@@ -107,10 +108,15 @@ def count_macs(model_or_name: Any, img_size: int | None = None) -> int:
 
     model, _ = _as_model(model_or_name)
     arch = getattr(model, "arch", None)
-    size = img_size or (arch.img_resolution if arch is not None else 224)
+    size = _size(img_size, arch.img_resolution if arch is not None else 224)
     if isinstance(model, GPUNet) and next(model.parameters()).device.type != "meta":
         model = _meta_model(model.arch, model.num_classes)
     return _trace(model, size)[0]
+
+
+def _size(img_size: int | None, default: int) -> int:
+    """`img_size` checked against gpunet.limits (0 and negatives are errors, not "the default"), else `default`."""
+    return default if img_size is None else check_image_size(img_size, setting="img_size")
 
 
 def count_params(model: nn.Module) -> int:
@@ -130,7 +136,7 @@ def describe(model_or_name: Any, img_size: int | None = None) -> dict[str, Any]:
     arch = model.arch
     if next(model.parameters()).device.type != "meta":
         model = _meta_model(arch, model.num_classes)
-    size = img_size or arch.img_resolution
+    size = _size(img_size, arch.img_resolution)
     geometry = layer_geometry(arch)
     tail_parts = {"head": model.head, "classifier": model.classifier}
     if model.head_proj is not None:

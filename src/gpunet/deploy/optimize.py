@@ -154,7 +154,8 @@ def optimize_for_inference(model: nn.Module, *, mode: str = "manual", device: st
     batches, where launching Triton kernels from Python costs more than they save.
 
     Feed channels_last inputs (`x.to(memory_format=torch.channels_last)`) to a channels_last
-    model (contiguous inputs work too, at the cost of one conversion). cuDNN autotuning is
+    model (contiguous inputs work too, at the cost of one conversion), and inputs of the model's
+    dtype to a converted one (`x.half()` for "fp16"), as to any PyTorch module. cuDNN autotuning is
     process-wide state, so it is not switched on here: CUDA graphs autotune while they capture
     (`cudnn_autotune`), and a script that runs the model without graphs can wrap its loop in
     `with cudnn_autotune():`.
