@@ -191,6 +191,44 @@ def test_classifier_api_paths_pil_and_tensors(tiny, tmp_path) -> None:
         _ = res[0].label
 
 
+def test_classifier_api_numpy_arrays_and_file_bytes(tiny, tmp_path) -> None:
+    """uint8 RGB arrays (one, a stack, grayscale) and a file's bytes give exactly the PIL image's / the file's
+    probabilities; an array of another dtype or something that is no input at all is named (both used to end in
+    AttributeError / TypeError, bytes were iterated as ints)."""
+    import numpy as np
+
+    from gpunet.errors import SettingError
+
+    clf = gpunet.Classifier(tiny["arch"], weights=tiny["random"], device="cpu", batch_size=2)
+    rng = np.random.default_rng(0)
+    arrays = [rng.integers(0, 256, (30, 40, 3), dtype=np.uint8) for _ in range(3)]
+    images = [Image.fromarray(a) for a in arrays]
+    images[0].save(tmp_path / "0.png")
+
+    def probs(preds: list) -> list[list[float]]:
+        assert all(p.ok for p in preds), [p.error for p in preds]
+        return [[t.prob for t in p.topk] for p in preds]
+
+    assert probs(clf.predict(arrays, top_k=3)) == probs(clf.predict(images, top_k=3))
+    assert probs(clf.predict(np.stack(arrays), top_k=3)) == probs(clf.predict(images, top_k=3))
+    gray = arrays[1][..., 0]
+    assert probs(clf.predict(gray)) == probs(clf.predict(Image.fromarray(gray)))
+    assert probs(clf.predict(gray[..., None])) == probs(clf.predict(Image.fromarray(gray)))
+    assert probs(clf.predict(arrays[2], top_k=2)) == probs(clf.predict(images[2], top_k=2))
+    data = (tmp_path / "0.png").read_bytes()
+    by_bytes = clf.predict(data)
+    assert by_bytes[0].source == "<bytes 0>" and probs(by_bytes) == probs(clf.predict(tmp_path / "0.png"))
+    assert probs(clf.predict([bytearray(data), memoryview(data)])) == probs(clf.predict([tmp_path / "0.png"] * 2))
+
+    mixed = clf.predict([arrays[0].astype(np.float32), b"not an image", None, arrays[0]])
+    assert "expected a uint8 numpy image" in mixed[0].error and "float32 (30, 40, 3)" in mixed[0].error
+    assert mixed[1].error == "not an image file (or a format Pillow cannot read)"
+    assert mixed[2].source == "<NoneType 2>" and mixed[2].error.startswith("unsupported input NoneType: expected")
+    assert mixed[3].ok
+    with pytest.raises(SettingError, match="inputs: expected image paths, .* got int"):
+        clf.predict(5)
+
+
 def test_class_count_follows_the_checkpoint(tiny, tmp_path) -> None:
     labels = tmp_path / "labels.txt"
     labels.write_text("\n".join(f"thing {i}" for i in range(10)) + "\n")

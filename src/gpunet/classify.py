@@ -4,10 +4,13 @@
     for p in clf.predict(["cat.jpg", pil_image]):
         print(p.source, p.label, p.prob)
 
-Inputs may be file paths, PIL images (any mode; converted like `gpunet.to_rgb`) or tensors.
-Tensors are taken as *already preprocessed* model inputs: (3, H, W) or (N, 3, H, W),
-normalised like `gpunet.eval_transform(model)` produces. A file that cannot be read
-gives a `Prediction` with `error` set instead of stopping the others.
+Inputs may be file paths, PIL images (any mode; converted like `gpunet.to_rgb`), the bytes
+of an image file (what an upload or `open(f, "rb").read()` gives), uint8 numpy arrays in RGB
+order ((H, W), (H, W, 3), (H, W, 4), or a (N, H, W, 3) stack; OpenCV's arrays are BGR: convert
+them with `img[..., ::-1]` first) or tensors. Tensors are taken as *already preprocessed* model
+inputs: (3, H, W) or (N, 3, H, W), normalised like `gpunet.eval_transform(model)` produces. An
+input that cannot be read gives a `Prediction` with `error` set instead of stopping the others;
+something that is no kind of input at all (a number, None) is a `SettingError`.
 
 Labels are the class names the weights record (a `gpunet train` checkpoint's class folders,
 or an exported file's), else ImageNet's for 1000 classes; `labels=` overrides them. Settings
@@ -16,6 +19,7 @@ out of range (top_k, batch_size, workers, img_size, crop_pct) are a `SettingErro
 
 from __future__ import annotations
 
+import io
 import os
 import sys
 from collections.abc import Iterable, Iterator, Sequence
@@ -23,6 +27,7 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Any, Union
 
+import numpy as np
 import torch
 from PIL import Image
 from torch import nn
@@ -36,7 +41,9 @@ from gpunet.limits import check_image_size
 from gpunet.records import file_kind, label_names_of, set_label_names
 from gpunet.transforms import eval_transform, to_rgb
 
-ImageInput = Union[str, "os.PathLike[str]", Image.Image, torch.Tensor]
+ImageInput = Union[str, "os.PathLike[str]", Image.Image, bytes, np.ndarray, torch.Tensor]
+_SINGLE = (str, os.PathLike, Image.Image, bytes, bytearray, memoryview)  # one input, though some are iterable
+_KINDS = "image paths, PIL images, image file bytes, uint8 numpy arrays or preprocessed tensors"
 MODEL_SOURCES = ("a zoo name (`gpunet list`), an NVIDIA-format architecture JSON, a gpunet .safetensors file or an "
                  "exported .onnx/.xml file")
 
@@ -174,7 +181,21 @@ def _source_name(item: Any, i: int) -> str:
         return os.fspath(item)
     if isinstance(item, Image.Image):
         return getattr(item, "filename", "") or f"<image {i}>"
-    return f"<tensor {i}>"
+    if isinstance(item, (bytes, bytearray, memoryview)):
+        return f"<bytes {i}>"
+    if isinstance(item, np.ndarray):
+        return f"<array {i}>"
+    return f"<tensor {i}>" if isinstance(item, torch.Tensor) else f"<{type(item).__name__} {i}>"
+
+
+def _array_image(array: np.ndarray) -> tuple[Image.Image | None, str | None]:
+    """A uint8 (H, W), (H, W, 1|3|4) RGB(A) array as an RGB image, or (None, what is wrong with it)."""
+    shape = tuple(array.shape)
+    if array.dtype != np.uint8 or not (array.ndim == 2 or (array.ndim == 3 and shape[2] in (1, 3, 4))):
+        return None, (f"expected a uint8 numpy image (H, W), (H, W, 3) or (H, W, 4) in RGB order, got {array.dtype} "
+                      f"{shape} (scale floats to 0-255 and cast to uint8, or pass a preprocessed tensor)")
+    return to_rgb(Image.fromarray(np.ascontiguousarray(array.squeeze(2) if array.ndim == 3 and shape[2] == 1
+                                                       else array))), None
 
 
 class Classifier:
@@ -243,7 +264,14 @@ class Classifier:
                 return self.transform(to_rgb(item)), None
             except (OSError, ValueError) as exc:
                 return None, f"cannot convert image: {exc}"
-        image, error = load_image(item)
+        if isinstance(item, np.ndarray):
+            image, error = _array_image(item)
+        elif isinstance(item, (bytes, bytearray, memoryview)):
+            image, error = load_image(io.BytesIO(item))
+        elif isinstance(item, (str, os.PathLike)):
+            image, error = load_image(item)
+        else:
+            return None, f"unsupported input {type(item).__name__}: expected {_KINDS}"
         if image is None:
             return None, error
         return self.transform(image), None
@@ -291,10 +319,11 @@ class Classifier:
 
 
 def _as_items(inputs: Any) -> list[Any]:
-    if isinstance(inputs, (str, os.PathLike, Image.Image)):
+    """One input or many as a list; a 4-D array or tensor is a batch."""
+    if isinstance(inputs, _SINGLE):
         return [inputs]
-    if isinstance(inputs, torch.Tensor):
-        if inputs.dim() == 4:
-            return list(inputs)
-        return [inputs]
+    if isinstance(inputs, (torch.Tensor, np.ndarray)):
+        return list(inputs) if inputs.ndim == 4 else [inputs]
+    if not isinstance(inputs, Iterable):
+        raise SettingError(f"inputs: expected {_KINDS} (one, or an iterable of them), got {type(inputs).__name__}")
     return list(inputs)

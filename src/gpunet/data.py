@@ -22,7 +22,7 @@ import glob
 import os
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import IO, Any
 
 import torch
 from PIL import Image, UnidentifiedImageError
@@ -144,8 +144,9 @@ def expand_inputs(items: Iterable[str | os.PathLike[str]]) -> tuple[list[str], l
     return paths, errors
 
 
-def load_image(path: str | os.PathLike[str]) -> tuple[Image.Image | None, str | None]:
-    """Decode an image file to upright RGB -> (image, None), or (None, what went wrong)."""
+def load_image(path: str | os.PathLike[str] | IO[bytes]) -> tuple[Image.Image | None, str | None]:
+    """Decode an image file (a path or a binary file object) to upright RGB -> (image, None), or (None, what went
+    wrong)."""
     try:
         with Image.open(path) as im:
             im.load()
