@@ -83,6 +83,33 @@ def test_overrides_and_errors() -> None:
         resolve_config(None, {"sched": "nope"})
 
 
+def test_dataset_layout_errors_name_the_folder(work: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """An empty class folder or a split without class folders is a one-line error naming the folder (torchvision's
+    FileNotFoundError used to surface without it); a --val-split the user named must exist (it used to be skipped
+    like the missing default, so the run trained without the evaluation asked for)."""
+    import shutil
+
+    args = ["--model", str(work / "tiny_a.json"), "--workers", "0", "--epochs", "1", "-b", "2", "--img-size", "32",
+            "--output", str(tmp_path / "runs")]
+    data = tmp_path / "data"
+    shutil.copytree(work / "data", data)
+    (data / "train" / "class_9").mkdir()
+    assert main([str(data), *args]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.startswith(f"gpunet train: error: {data / 'train'}: Found no valid file for the classes class_9")
+    assert err.endswith("fill or remove the empty ones)") and len(err.splitlines()) == 1
+    (data / "train" / "class_9").rmdir()
+    assert main([str(data), *args, "--val-split", "valid"]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err == (f"gpunet train: error: {data / 'valid'}: validation split not found (--val-split valid); name an "
+                   "existing folder, or pass --val-split '' to train without evaluation")
+    assert not (tmp_path / "runs").exists()  # refused before a run folder was made
+    empty = tmp_path / "empty"
+    (empty / "train").mkdir(parents=True)
+    assert main([str(empty), *args]) == 2
+    assert "Couldn't find any class folder" in capsys.readouterr().err
+
+
 def test_print_config_shows_resolved_settings(capsys: pytest.CaptureFixture[str]) -> None:
     assert main(["--recipe", "gpunet_d1", "--print-config", "--epochs", "3", "-b", "96"]) == 0
     cfg = yaml.safe_load(capsys.readouterr().out)

@@ -373,15 +373,32 @@ def test_truncated_or_corrupt_files(tmp_path: Path, damage: str) -> None:
     assert "corrupt" in message or "truncated" in message
 
 
-@pytest.mark.parametrize("content", [b"", os.urandom(4096), b"hello world, not a checkpoint\n" * 40,
-                                     b"<html><body>404 Not Found</body></html>"],
-                         ids=["empty", "random", "text", "html"])
-def test_garbage_is_reported_as_not_a_checkpoint(tmp_path: Path, content: bytes) -> None:
+def _png() -> bytes:
+    import io
+
+    from PIL import Image
+
+    buf = io.BytesIO()
+    Image.new("RGB", (8, 8), "red").save(buf, "PNG")
+    return buf.getvalue()
+
+
+@pytest.mark.parametrize(("content", "expected"), [
+    (b"", "empty file"),
+    (os.urandom(4096), "not a PyTorch checkpoint"),
+    # files that are something else are named for what they are (these used to show torch's unpickler message)
+    (b"hello world, not a checkpoint\n" * 40, "not a checkpoint: it is a text file"),
+    (b"<html><body>404 Not Found</body></html>", "not a checkpoint: it is an HTML or XML file"),
+    (_png(), "not a checkpoint: it is a PNG image"),
+    (b"\xff\xd8\xff\xe0" + os.urandom(500), "not a checkpoint: it is a JPEG image"),
+    (b'{"entries": []}', "not a checkpoint: it is a JSON file"),
+], ids=["empty", "random", "text", "html", "png", "jpeg", "json"])
+def test_garbage_is_reported_as_not_a_checkpoint(tmp_path: Path, content: bytes, expected: str) -> None:
     path = tmp_path / "weights.pth"
     path.write_bytes(content)
     with pytest.raises(WeightsError) as excinfo:
         create_model(tiny_arch(), weights=path)
-    message = assert_clean_error(excinfo, path, "empty file" if not content else "not a PyTorch checkpoint")
+    message = assert_clean_error(excinfo, path, expected)
     assert "refused" not in message  # corrupt data is not reported as a security refusal
 
 

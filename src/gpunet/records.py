@@ -153,7 +153,30 @@ def file_kind(path: str | os.PathLike[str]) -> str | None:
     if names:
         return "a zip archive (an NGC checkpoint download?)"
     with open(text, "rb") as f:
-        head = f.read(2)
+        head = f.read(256)
     if head[:1] == b"\x80":  # a pickle protocol marker: torch's legacy checkpoint format
         return "a PyTorch checkpoint"
+    return content_kind(head)
+
+
+_SIGNATURES = ((b"\x89PNG\r\n\x1a\n", "a PNG image"), (b"\xff\xd8\xff", "a JPEG image"), (b"GIF8", "a GIF image"),
+               (b"II*\x00", "a TIFF image"), (b"MM\x00*", "a TIFF image"), (b"%PDF", "a PDF document"),
+               (b"\x1f\x8b", "a gzip-compressed file"))
+
+
+def content_kind(head: bytes) -> str | None:
+    """What the first bytes of a file say it is (an image, a document, text), in words; None if unknown."""
+    for magic, kind in _SIGNATURES:
+        if head.startswith(magic):
+            return kind
+    if head[:4] == b"RIFF" and head[8:12] == b"WEBP":
+        return "a WebP image"
+    if head and b"\0" not in head:
+        try:
+            text = head.decode("utf-8").lstrip()
+        except UnicodeDecodeError:
+            return None
+        if text[:1] == "<":
+            return "an HTML or XML file"
+        return "a JSON file" if text[:1] in "{[" else "a text file"
     return None

@@ -37,7 +37,7 @@ from gpunet.arch import Architecture, HeadSpec, LayerSpec, TailSpec, loads_json
 from gpunet.blocks import is_fused
 from gpunet.builder import layer_module_paths
 from gpunet.errors import SettingError, WeightsError
-from gpunet.records import LABEL_NAMES, SAFETENSORS_LABELS_KEY, label_names_of
+from gpunet.records import LABEL_NAMES, SAFETENSORS_LABELS_KEY, content_kind, label_names_of
 
 log = logging.getLogger("gpunet")
 
@@ -165,13 +165,16 @@ def _read_checkpoint(path: str) -> tuple[OrderedDict[str, torch.Tensor], dict[st
         raise WeightsError(f"{path}: is a directory; expected a checkpoint file (NGC .zip, .pth.tar, .pth, "
                            ".safetensors)")
     with open(path, "rb") as f:
-        head = f.read(16)
+        head = f.read(256)
     if not head:
         raise WeightsError(f"{path}: empty file (0 bytes), not a checkpoint; download or write it again")
     if _looks_like_safetensors(head):
         return _read_safetensors(path)
     if zipfile.is_zipfile(path):
         return _read_zip(path)
+    if head[:1] != b"\x80" and (kind := content_kind(head)):  # not a pickle: say what it is instead of unpickling
+        raise WeightsError(f"{path}: not a checkpoint: it is {kind} (expected an NGC .zip, .pth.tar, .pth or "
+                           ".safetensors file)")
     return _extract_state_dict(_torch_load(path, path), path), {}
 
 

@@ -18,7 +18,7 @@ from torch.utils.data import DataLoader
 from gpunet.arch import Architecture
 from gpunet.device import amp_dtype
 from gpunet.errors import TrainError
-from gpunet.train.config import TrainConfig
+from gpunet.train.config import DEFAULTS, TrainConfig
 from gpunet.train.data import SeededImageFolder
 from gpunet.train.distill import FrozenTeacher, build_teacher, teacher_data_config
 from gpunet.train.distributed import DistInfo, ResumableDistributedSampler, ShardSampler, convert_cpu_sync_batchnorm
@@ -102,6 +102,9 @@ def split_dirs(cfg: TrainConfig, data_dir: str, say: Callable[[str], None]) -> t
                          "see --train-split)")
     val_dir = os.path.join(data_dir, cfg.val_split) if cfg.val_split else None
     if val_dir and not os.path.isdir(val_dir):
+        if cfg.val_split != DEFAULTS["val_split"]:  # a split the user named must exist; the default may not
+            raise TrainError(f"{val_dir}: validation split not found (--val-split {cfg.val_split}); name an existing "
+                             "folder, or pass --val-split '' to train without evaluation")
         say(f"gpunet train: no validation split at {val_dir}: training without evaluation")
         val_dir = None
     return train_dir, val_dir

@@ -15,6 +15,8 @@ import numpy as np
 import torch
 from torch.utils.data import Dataset
 
+from gpunet.errors import TrainError
+
 
 def load_rgb(path: str) -> Any:
     """An image file as an RGB PIL image (read fully, file closed)."""
@@ -53,7 +55,11 @@ class SeededImageFolder(Dataset):
     def __init__(self, root: str, transform: Any, seed: int = 0, label_names: Sequence[str] | None = None) -> None:
         from torchvision.datasets import ImageFolder
 
-        self.folder = ImageFolder(root, loader=load_rgb)
+        try:
+            self.folder = ImageFolder(root, loader=load_rgb)
+        except FileNotFoundError as exc:  # no class folders, or a class folder without images
+            raise TrainError(f"{root}: {exc} (expected {root}/<class>/<image>; every class folder needs at least "
+                             "one image: fill or remove the empty ones)") from None
         self.transform = transform
         self.seed = seed
         self.epoch = 0
