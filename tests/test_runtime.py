@@ -102,6 +102,11 @@ def test_wrong_uses_are_clear_errors(files, tmp_path) -> None:
         gpunet.Classifier(files["onnx"], img_size=96)
     with pytest.raises(ExportError, match="--amp applies to PyTorch models"):
         gpunet.validate(files["onnx"], files["val"], amp=True)
+    # was silently ignored
+    with pytest.raises(ExportError, match="--channels-last applies to PyTorch models"):
+        gpunet.validate(files["onnx"], files["val"], channels_last=True)
+    with pytest.raises(ExportError, match="--channels-last applies to PyTorch models"):
+        gpunet.Classifier(files["onnx"], channels_last=True)
     with pytest.raises(ValueError, match="applies to exported files"):
         gpunet.Classifier("gpunet_0", random_weights=True, runtime="openvino")
     with pytest.raises(ExportError, match="runtime must be one of"):

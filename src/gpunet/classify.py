@@ -214,7 +214,7 @@ class Classifier:
         self.device = resolve_device(device)
         self.model = load_model(model, weights=weights, pretrained=pretrained, random_weights=random_weights,
                                 progress=progress, runtime=runtime)
-        check_options(self.model, img_size=img_size, amp=amp)
+        check_options(self.model, img_size=img_size, amp=amp, channels_last=channels_last)
         if labels is None:
             labels = getattr(self.model, "labels", None)  # an exported file's own class names
         self.random_weights = random_weights and weights is None and not pretrained

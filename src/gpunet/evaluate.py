@@ -114,7 +114,7 @@ def validate(model: str | os.PathLike[str] | nn.Module, data_dir: str | os.PathL
         net = load_model(model, weights=weights, pretrained=pretrained,
                          num_classes=dataset.num_classes if random_weights and labels is None else None,
                          random_weights=random_weights, progress=bool(sys.stderr.isatty()), runtime=runtime)
-    check_options(net, img_size=img_size, amp=amp)
+    check_options(net, img_size=img_size, amp=amp, channels_last=channels_last)
     source = "the model" if isinstance(model, nn.Module) else os.fspath(weights or model)
     model_classes = number_classes(dataset, net, labels, source)
     cfg = preprocess_config(net)

@@ -213,8 +213,9 @@ class ExportedModel(nn.Module):
         return f"{self.path} ({self.engine})"
 
 
-def check_options(model: nn.Module, *, img_size: int | None = None, amp: bool = False) -> None:
-    """Refuse options that cannot apply to an exported file (its resolution and precision are fixed)."""
+def check_options(model: nn.Module, *, img_size: int | None = None, amp: bool = False,
+                  channels_last: bool = False) -> None:
+    """Refuse options that cannot apply to an exported file (its resolution, precision and layout are fixed)."""
     if not isinstance(model, ExportedModel):
         return
     if img_size is not None and img_size != model.img_size:
@@ -223,3 +224,6 @@ def check_options(model: nn.Module, *, img_size: int | None = None, amp: bool = 
     if amp:
         raise ExportError(f"{model.path}: --amp applies to PyTorch models; an exported file's precision "
                           f"({model.precision}) was fixed when it was exported")
+    if channels_last:
+        raise ExportError(f"{model.path}: --channels-last applies to PyTorch models; the runtime running an "
+                          "exported file picks its own memory layout")
