@@ -6,6 +6,7 @@ import csv
 import io
 import json
 import socket
+import time
 from pathlib import Path
 
 import pytest
@@ -227,6 +228,55 @@ def test_classifier_api_numpy_arrays_and_file_bytes(tiny, tmp_path) -> None:
     assert mixed[3].ok
     with pytest.raises(SettingError, match="inputs: expected image paths, .* got int"):
         clf.predict(5)
+
+
+def test_images_by_url_from_a_loopback_server(tiny, tmp_path, capsys, monkeypatch) -> None:
+    """http and file URLs are classified like the files they serve (exactly the same probabilities); a 404, a
+    refused connection and a silent server are errors on those inputs only, within the stall timeout."""
+    from _servers import closed_port, file_server
+
+    monkeypatch.setenv("GPUNET_DOWNLOAD_STALL_TIMEOUT", "1")
+    clf = gpunet.Classifier(tiny["arch"], weights=tiny["random"], device="cpu", batch_size=2)
+    images = {f"{name}.png": Image.new("RGB", (40, 30), name) for name in ("red", "navy", "yellow")}
+    files = {}
+    for name, im in images.items():
+        im.save(tmp_path / name)
+        files[name] = (tmp_path / name).read_bytes()
+    with file_server(files, chunk_size=97) as server:  # small chunks: the body arrives in many reads
+        urls = [server.url(n) for n in files]
+        by_url = clf.predict([*urls, server.url("missing.png"), f"http://127.0.0.1:{closed_port()}/x.png",
+                              (tmp_path / "red.png").as_uri()])
+        by_path = clf.predict([tmp_path / n for n in files])
+        assert [p.source for p in by_url[:3]] == urls
+        assert [[t.prob for t in p.topk] for p in by_url[:3]] == [[t.prob for t in p.topk] for p in by_path]
+        assert by_url[3].error == "HTTP 404 no such file" and not by_url[4].ok
+        alone = clf.predict(tmp_path / "red.png")[0]  # batch of one, like the file:// URL in its batch
+        assert [t.prob for t in by_url[5].topk] == [t.prob for t in alone.topk]
+        assert cli.main(["predict", urls[1], "--model", str(tiny["arch"]), "--weights", str(tiny["random"]),
+                         "--device", "cpu", "-k", "1", "--format", "json"]) == 0
+        out = json.loads(capsys.readouterr().out)
+        assert out["results"][0]["file"] == urls[1] and out["results"][0]["topk"][0]["index"] == by_path[1].index
+    with file_server(files, silent=True, max_seconds=10) as silent:
+        start = time.monotonic()
+        stalled = clf.predict(silent.url("red.png"))[0]
+        assert "stalled" in stalled.error and "GPUNET_DOWNLOAD_STALL_TIMEOUT" in stalled.error
+        assert time.monotonic() - start < 8
+
+
+def test_fetch_refuses_a_body_over_the_limit() -> None:
+    """Declared (Content-Length) or streamed (no length): refused once over `max_bytes`, not held in memory."""
+    from _servers import file_server
+
+    from gpunet import DownloadError, hub
+
+    body = bytes(range(256)) * 64  # 16 KiB
+    with file_server({"big.bin": body}, chunk_size=1024) as server:
+        assert hub.fetch(server.url("big.bin"), max_bytes=len(body)) == body
+        with pytest.raises(DownloadError, match=r"big\.bin: 16,384 bytes, over the limit of 4,096"):
+            hub.fetch(server.url("big.bin"), max_bytes=4096)
+        server.send_length = False
+        with pytest.raises(DownloadError, match=r"big\.bin: more than the limit of 4,096 bytes"):
+            hub.fetch(server.url("big.bin"), max_bytes=4096)
 
 
 def test_class_count_follows_the_checkpoint(tiny, tmp_path) -> None:

@@ -4,12 +4,14 @@
     for p in clf.predict(["cat.jpg", pil_image]):
         print(p.source, p.label, p.prob)
 
-Inputs may be file paths, PIL images (any mode; converted like `gpunet.to_rgb`), the bytes
-of an image file (what an upload or `open(f, "rb").read()` gives), uint8 numpy arrays in RGB
-order ((H, W), (H, W, 3), (H, W, 4), or a (N, H, W, 3) stack; OpenCV's arrays are BGR: convert
-them with `img[..., ::-1]` first) or tensors. Tensors are taken as *already preprocessed* model
-inputs: (3, H, W) or (N, 3, H, W), normalised like `gpunet.eval_transform(model)` produces. An
-input that cannot be read gives a `Prediction` with `error` set instead of stopping the others;
+Inputs may be file paths, image URLs (http, https, file: fetched within the download deadlines
+of `gpunet.hub`, at most `gpunet.limits.IMAGE_URL_MAX_BYTES`, never cached), PIL images (any
+mode; converted like `gpunet.to_rgb`), the bytes of an image file (what an upload or
+`open(f, "rb").read()` gives), uint8 numpy arrays in RGB order ((H, W), (H, W, 3), (H, W, 4), or
+a (N, H, W, 3) stack; OpenCV's arrays are BGR: convert them with `img[..., ::-1]` first) or
+tensors. Tensors are taken as *already preprocessed* model inputs: (3, H, W) or (N, 3, H, W),
+normalised like `gpunet.eval_transform(model)` produces. An input that cannot be read gives a
+`Prediction` with `error` set instead of stopping the others;
 something that is no kind of input at all (a number, None) is a `SettingError`.
 
 Labels are the class names the weights record (a `gpunet train` checkpoint's class folders,
@@ -36,6 +38,7 @@ from gpunet._checks import check_count, check_fraction
 from gpunet.data import load_image
 from gpunet.device import autocast, resolve_device
 from gpunet.errors import RandomWeightsError, SettingError
+from gpunet.hub import is_url
 from gpunet.labels import class_ids, class_names
 from gpunet.limits import check_image_size
 from gpunet.records import file_kind, label_names_of, set_label_names
@@ -188,6 +191,19 @@ def _source_name(item: Any, i: int) -> str:
     return f"<tensor {i}>" if isinstance(item, torch.Tensor) else f"<{type(item).__name__} {i}>"
 
 
+def _fetch_image(url: str) -> tuple[Image.Image | None, str | None]:
+    """The image at `url` (within the download deadlines and IMAGE_URL_MAX_BYTES), or (None, why not)."""
+    from gpunet.errors import DownloadError
+    from gpunet.hub import fetch
+    from gpunet.limits import IMAGE_URL_MAX_BYTES
+
+    try:
+        data = fetch(url, max_bytes=IMAGE_URL_MAX_BYTES)
+    except DownloadError as exc:
+        return None, str(exc).removeprefix(f"{url}: ")  # the prediction already names the URL
+    return load_image(io.BytesIO(data))
+
+
 def _array_image(array: np.ndarray) -> tuple[Image.Image | None, str | None]:
     """A uint8 (H, W), (H, W, 1|3|4) RGB(A) array as an RGB image, or (None, what is wrong with it)."""
     shape = tuple(array.shape)
@@ -268,6 +284,8 @@ class Classifier:
             image, error = _array_image(item)
         elif isinstance(item, (bytes, bytearray, memoryview)):
             image, error = load_image(io.BytesIO(item))
+        elif isinstance(item, str) and is_url(item):
+            image, error = _fetch_image(item)
         elif isinstance(item, (str, os.PathLike)):
             image, error = load_image(item)
         else:

@@ -28,6 +28,7 @@ import torch
 from PIL import Image, UnidentifiedImageError
 
 from gpunet._checks import check_count
+from gpunet.hub import is_url
 from gpunet.labels import IMAGENET_NUM_CLASSES, folder_targets, is_synset
 from gpunet.transforms import to_rgb
 
@@ -107,7 +108,8 @@ class InputError:
 
 
 def expand_inputs(items: Iterable[str | os.PathLike[str]]) -> tuple[list[str], list[InputError]]:
-    """Files, folders (recursive) and globs -> (image paths in argument order, arguments that matched nothing)."""
+    """Files, folders (recursive), globs and image URLs -> (images in argument order, arguments that matched
+    nothing). URLs (http, https, file) are passed on as they are: they are fetched when classified."""
     paths: list[str] = []
     errors: list[InputError] = []
     seen: set[str] = set()
@@ -120,7 +122,11 @@ def expand_inputs(items: Iterable[str | os.PathLike[str]]) -> tuple[list[str], l
 
     for item in items:
         text = os.fspath(item)
-        if os.path.isdir(text):
+        if is_url(text):
+            if text not in seen:
+                seen.add(text)
+                paths.append(text)
+        elif os.path.isdir(text):
             found = _walk_images(text)
             if not found:
                 errors.append(InputError(text, f"no images ({', '.join(sorted(IMAGE_EXTENSIONS))}) in this folder"))

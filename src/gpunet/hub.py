@@ -25,8 +25,10 @@ The cache is `$GPUNET_HOME` (default `~/.cache/gpunet`), checkpoints under `chec
 
 from __future__ import annotations
 
+import errno
 import hashlib
 import http.client
+import io
 import os
 import shlex
 import sys
@@ -202,6 +204,50 @@ def _download_into(dst: Path, url: str, sha256: str | None, verify: Verify | Non
                             f"{cache_entry_hint(part)}. {hint}".strip()) from None
     _validator(part).unlink(missing_ok=True)
     return dst
+
+
+def fetch(url: str, *, max_bytes: int, timeout: float | None = None, stall_timeout: float | None = None) -> bytes:
+    """The body of `url` in memory, not cached (an image to classify): the download deadlines apply, and a body
+    over `max_bytes` (declared or streamed) is refused. Errors are `DownloadError`s that start with the URL."""
+    limits = Limits.resolve(timeout, stall_timeout)
+    started = time.monotonic()
+    request = urllib.request.Request(url, headers={"User-Agent": "gpunet"})
+    try:
+        response = urllib.request.urlopen(request, timeout=limits.silence)  # noqa: S310 (http/https/file only)
+    except urllib.error.HTTPError as exc:
+        raise DownloadError(f"{url}: HTTP {exc.code} {exc.reason}") from None
+    except (urllib.error.URLError, OSError, http.client.HTTPException) as exc:
+        reason = getattr(exc, "reason", exc)
+        if isinstance(reason, TimeoutError):
+            reason = f"no answer: {limits.silence_message()}"
+        raise DownloadError(f"{url}: {reason}") from None
+    with response:
+        length = response.headers.get("Content-Length")
+        if length is not None and length.isdigit() and int(length) > max_bytes:
+            raise DownloadError(f"{url}: {int(length):,} bytes, over the limit of {max_bytes:,}")
+        out = _CappedBuffer(max_bytes)
+        meter = _Progress(url, Path(url_filename(url)), None, 0, enabled=False)
+        try:
+            _stream(response, out, meter, limits, started)
+        except _Failed as exc:
+            why = f"more than the limit of {max_bytes:,} bytes" if exc.write else f"download {exc.why}"
+            raise DownloadError(f"{url}: {why}") from None
+        finally:
+            meter.close()
+    return out.getvalue()
+
+
+class _CappedBuffer(io.BytesIO):
+    """An in-memory body that refuses to grow past `limit` bytes (the write error ends the transfer)."""
+
+    def __init__(self, limit: int) -> None:
+        super().__init__()
+        self.limit = limit
+
+    def write(self, data: Any) -> int:
+        if self.tell() + len(data) > self.limit:
+            raise OSError(errno.EFBIG, "over the size limit")
+        return super().write(data)
 
 
 def _validator(part: Path) -> Path:

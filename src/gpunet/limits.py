@@ -28,6 +28,7 @@ MIN_IMAGE_SIZE = 32  # smallest requested input size: GPUNets downsample by 32
 MAX_PARAMETERS = 250_000_000  # estimated from the layer specs (1 GB in fp32)
 MAX_ACTIVATION = 1 << 30  # elements of the largest feature map of one image at img_resolution (4 GiB in fp32)
 
+IMAGE_URL_MAX_BYTES = 64 << 20  # the most an image fetched by URL (predict URL) may be
 ZIP_MAX_BYTES = 4 << 30  # the most the compressed members of one zip may inflate to, together
 ZIP_MAX_RATIO = 100  # the highest inflation ratio accepted for a compressed member ...
 ZIP_RATIO_FLOOR = 16 << 20  # ... that inflates to more than this (small members may compress well)

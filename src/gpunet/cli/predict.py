@@ -24,7 +24,7 @@ from gpunet.cli.common import (
 def register(sub: Any) -> None:
     p = sub.add_parser("predict", help="classify images (files, folders, globs)",
                        description="Classify images: files, folders (searched recursively) and glob patterns.")
-    p.add_argument("images", nargs="+", metavar="IMAGE", help="image file, folder or glob pattern")
+    p.add_argument("images", nargs="+", metavar="IMAGE", help="image file, folder, glob pattern or http(s)/file URL")
     add_model_arguments(p)
     p.add_argument("--top-k", "-k", type=int, default=5, help="classes to show per image (default 5)")
     p.add_argument("--format", "-f", choices=("table", "json", "csv"), default="table",
