@@ -277,6 +277,9 @@ def test_fetch_refuses_a_body_over_the_limit() -> None:
         server.send_length = False
         with pytest.raises(DownloadError, match=r"big\.bin: more than the limit of 4,096 bytes"):
             hub.fetch(server.url("big.bin"), max_bytes=4096)
+        server.send_length, server.cut_at = True, 5000  # declared 16 KiB, then hangs up
+        with pytest.raises(DownloadError, match=r"big\.bin: the body ended after 5,000 of 16,384 bytes"):
+            hub.fetch(server.url("big.bin"), max_bytes=len(body))
 
 
 def test_class_count_follows_the_checkpoint(tiny, tmp_path) -> None:

@@ -17,6 +17,8 @@ The cache is `$GPUNET_HOME` (default `~/.cache/gpunet`), checkpoints under `chec
 * Each cached file gets a `<file>.sha256` beside it, checked on every later use; a cached
   file that no longer matches, or fails verification, is reported and downloaded again.
 * Every error that involves a file in the cache says how to remove it (`rm -f ...`).
+* `fetch(url, max_bytes=)` is the uncached variant for images to classify: the same deadlines,
+  the body in memory, refused past `max_bytes`.
 * Processes that want the same file take turns (a `filelock` lock under `$GPUNET_HOME/locks/`):
   one downloads, the others wait (saying so on stderr) and then use its verified file, instead
   of all appending to one `.partial` file. The operating system releases the lock of a process
@@ -234,6 +236,8 @@ def fetch(url: str, *, max_bytes: int, timeout: float | None = None, stall_timeo
             raise DownloadError(f"{url}: {why}") from None
         finally:
             meter.close()
+    if length is not None and length.isdigit() and meter.done < int(length):
+        raise DownloadError(f"{url}: the body ended after {meter.done:,} of {int(length):,} bytes")
     return out.getvalue()
 
 
