@@ -11,8 +11,8 @@ mode; converted like `gpunet.to_rgb`), the bytes of an image file (what an uploa
 a (N, H, W, 3) stack; OpenCV's arrays are BGR: convert them with `img[..., ::-1]` first) or
 tensors. Tensors are taken as *already preprocessed* model inputs: (3, H, W) or (N, 3, H, W),
 normalised like `gpunet.eval_transform(model)` produces. An input that cannot be read gives a
-`Prediction` with `error` set instead of stopping the others;
-something that is no kind of input at all (a number, None) is a `SettingError`.
+`Prediction` with `error` set instead of stopping the others; something that is no kind of
+input at all (a number) is a `SettingError`.
 
 Labels are the class names the weights record (a `gpunet train` checkpoint's class folders,
 or an exported file's), else ImageNet's for 1000 classes; `labels=` overrides them. Settings
@@ -46,7 +46,7 @@ from gpunet.transforms import eval_transform, to_rgb
 
 ImageInput = Union[str, "os.PathLike[str]", Image.Image, bytes, np.ndarray, torch.Tensor]
 _SINGLE = (str, os.PathLike, Image.Image, bytes, bytearray, memoryview)  # one input, though some are iterable
-_KINDS = "image paths, PIL images, image file bytes, uint8 numpy arrays or preprocessed tensors"
+_KINDS = "image paths or URLs, PIL images, image file bytes, uint8 numpy arrays or preprocessed tensors"
 MODEL_SOURCES = ("a zoo name (`gpunet list`), an NVIDIA-format architecture JSON, a gpunet .safetensors file or an "
                  "exported .onnx/.xml file")
 
