@@ -226,7 +226,7 @@ def test_classifier_api_numpy_arrays_and_file_bytes(tiny, tmp_path) -> None:
     assert mixed[1].error == "not an image file (or a format Pillow cannot read)"
     assert mixed[2].source == "<NoneType 2>" and mixed[2].error.startswith("unsupported input NoneType: expected")
     assert mixed[3].ok
-    with pytest.raises(SettingError, match="inputs: expected image paths, .* got int"):
+    with pytest.raises(SettingError, match="inputs: expected image paths or URLs, .* got int"):
         clf.predict(5)
 
 
