@@ -224,6 +224,8 @@ def test_classifier_api_numpy_arrays_and_file_bytes(tiny, tmp_path) -> None:
     mixed = clf.predict([arrays[0].astype(np.float32), b"not an image", None, arrays[0]])
     assert "expected a uint8 numpy image" in mixed[0].error and "float32 (30, 40, 3)" in mixed[0].error
     assert mixed[1].error == "not an image file (or a format Pillow cannot read)"
+    (tmp_path / "empty.png").touch()
+    assert clf.predict(tmp_path / "empty.png")[0].error == "empty file (0 bytes)"  # was: "not an image file"
     assert mixed[2].source == "<NoneType 2>" and mixed[2].error.startswith("unsupported input NoneType: expected")
     assert mixed[3].ok
     with pytest.raises(SettingError, match="inputs: expected image paths or URLs, .* got int"):

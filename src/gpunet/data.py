@@ -160,6 +160,8 @@ def load_image(path: str | os.PathLike[str] | IO[bytes]) -> tuple[Image.Image | 
     except FileNotFoundError:
         return None, "file not found"
     except UnidentifiedImageError:
+        if isinstance(path, (str, os.PathLike)) and os.path.getsize(path) == 0:
+            return None, "empty file (0 bytes)"
         return None, "not an image file (or a format Pillow cannot read)"
     except Image.DecompressionBombError as exc:
         return None, f"refused: {exc}"
