@@ -172,7 +172,7 @@ def _read_checkpoint(path: str) -> tuple[OrderedDict[str, torch.Tensor], dict[st
         return _read_safetensors(path)
     if zipfile.is_zipfile(path):
         return _read_zip(path)
-    if head[:1] != b"\x80" and (kind := content_kind(head)):  # not a pickle: say what it is instead of unpickling
+    if kind := content_kind(head):  # an image, a document, text: say what it is instead of unpickling it
         raise WeightsError(f"{path}: not a checkpoint: it is {kind} (expected an NGC .zip, .pth.tar, .pth or "
                            ".safetensors file)")
     return _extract_state_dict(_torch_load(path, path), path), {}

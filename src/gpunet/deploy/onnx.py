@@ -77,11 +77,12 @@ def choose_exporter(exporter: str = "auto", opset: int | None = None) -> str:
 
 def check_opset(opset: int) -> None:
     """ExportError unless `opset` is one gpunet can export and check: MIN_OPSET to the installed onnx's newest."""
-    newest = int(import_onnx().defs.onnx_opset_version())
+    onnx = import_onnx()
+    newest = int(onnx.defs.onnx_opset_version())
     if isinstance(opset, bool) or not isinstance(opset, int) or not MIN_OPSET <= opset <= newest:
         raise ExportError(f"opset {opset!r}: gpunet exports ONNX opsets {MIN_OPSET} to {newest} ({MIN_OPSET}: the "
                           f"oldest torch's exporters emit; {newest}: the newest the installed onnx "
-                          f"{import_onnx().__version__} knows); the default is {DEFAULT_OPSET}")
+                          f"{onnx.__version__} knows); the default is {DEFAULT_OPSET}")
 
 
 def trace_onnx(module: nn.Module, input_shape: Sequence[int], *, dynamic_batch: bool = True, opset: int | None = None,
