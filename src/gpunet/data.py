@@ -114,8 +114,8 @@ def expand_inputs(items: Iterable[str | os.PathLike[str]]) -> tuple[list[str], l
     errors: list[InputError] = []
     seen: set[str] = set()
 
-    def add(p: str) -> None:
-        key = os.path.realpath(p)  # one file reached through several links is listed once
+    def add(p: str, key: str | None = None) -> None:
+        key = key or os.path.realpath(p)  # one file reached through several links is listed once
         if key not in seen:
             seen.add(key)
             paths.append(p)
@@ -123,9 +123,7 @@ def expand_inputs(items: Iterable[str | os.PathLike[str]]) -> tuple[list[str], l
     for item in items:
         text = os.fspath(item)
         if is_url(text):
-            if text not in seen:
-                seen.add(text)
-                paths.append(text)
+            add(text, key=text)
         elif os.path.isdir(text):
             found = _walk_images(text)
             if not found:

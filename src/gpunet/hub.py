@@ -225,8 +225,9 @@ def fetch(url: str, *, max_bytes: int, timeout: float | None = None, stall_timeo
         raise DownloadError(f"{url}: {reason}") from None
     with response:
         length = response.headers.get("Content-Length")
-        if length is not None and length.isdigit() and int(length) > max_bytes:
-            raise DownloadError(f"{url}: {int(length):,} bytes, over the limit of {max_bytes:,}")
+        declared = int(length) if length is not None and length.isdigit() else None
+        if declared is not None and declared > max_bytes:
+            raise DownloadError(f"{url}: {declared:,} bytes, over the limit of {max_bytes:,}")
         out = _CappedBuffer(max_bytes)
         meter = _Progress(url, Path(url_filename(url)), None, 0, enabled=False)
         try:
@@ -236,8 +237,8 @@ def fetch(url: str, *, max_bytes: int, timeout: float | None = None, stall_timeo
             raise DownloadError(f"{url}: {why}") from None
         finally:
             meter.close()
-    if length is not None and length.isdigit() and meter.done < int(length):
-        raise DownloadError(f"{url}: the body ended after {meter.done:,} of {int(length):,} bytes")
+    if declared is not None and meter.done < declared:
+        raise DownloadError(f"{url}: the body ended after {meter.done:,} of {declared:,} bytes")
     return out.getvalue()
 
 
