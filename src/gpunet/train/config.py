@@ -30,9 +30,12 @@ AUGMENT, DISTILL, RUNTIME = "augmentation and regularisation", "distillation", "
 DEFAULT_OUTPUT = os.path.join(".", "output", "train")
 NOT_IN_YAML = ("debug_step_delay",)  # test-only knobs, left out of --print-config and args.yaml
 
-# range checks a field can name in its metadata: check -> (passes, what was expected)
 def _number(v: Any) -> bool:
     return isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v)
+
+
+def _int(v: Any) -> bool:
+    return isinstance(v, int) and not isinstance(v, bool)
 
 
 def _pair(v: Any, low_open: float, high: float) -> bool:
@@ -47,13 +50,16 @@ _WELL_KNOWN_OPTIMIZERS = frozenset({"sgd", "momentum", "nesterov", "rmsprop", "r
 
 def _timm_optimizer(name: Any) -> bool:
     """A name timm's optimizer factory knows (its last `_` part: `lookahead_adamw` is adamw with lookahead)."""
-    if isinstance(name, str) and name.lower().split("_")[-1] in _WELL_KNOWN_OPTIMIZERS:
+    if not isinstance(name, str):
+        return False
+    base = name.lower().split("_")[-1]
+    if base in _WELL_KNOWN_OPTIMIZERS:
         return True
     try:
         from timm.optim import list_optimizers
     except ImportError:  # timm < 1.0.12 has no registry to ask; its factory reports an unknown name itself
-        return isinstance(name, str)
-    return isinstance(name, str) and name.lower().split("_")[-1] in list_optimizers()
+        return True
+    return base in list_optimizers()
 
 
 def _timm_auto_augment(policy: Any) -> bool:
@@ -69,12 +75,12 @@ def _timm_auto_augment(policy: Any) -> bool:
     return True
 
 
-# None passes every check but positive_int and the pairs: it is the "not set" of the optional settings
+# range checks a field can name in its metadata: check -> (passes, what was expected). None passes every
+# check but positive_int, count, probability and the pairs: it is the "not set" of the optional settings
 _CHECKS: dict[str, tuple[Any, str]] = {
-    "positive_int": (lambda v: isinstance(v, int) and not isinstance(v, bool) and v > 0, "a positive integer"),
-    "positive_int_or_none": (lambda v: v is None or (isinstance(v, int) and not isinstance(v, bool) and v > 0),
-                             "a positive integer"),
-    "count": (lambda v: isinstance(v, int) and not isinstance(v, bool) and v >= 0, "an integer >= 0"),
+    "positive_int": (lambda v: _int(v) and v > 0, "a positive integer"),
+    "positive_int_or_none": (lambda v: v is None or (_int(v) and v > 0), "a positive integer"),
+    "count": (lambda v: _int(v) and v >= 0, "an integer >= 0"),
     "fraction": (lambda v: v is None or (_number(v) and 0.0 <= v < 1.0), "a value in [0, 1)"),
     "probability": (lambda v: _number(v) and 0.0 <= v <= 1.0, "a probability in [0, 1]"),
     "crop": (lambda v: v is None or (_number(v) and 0.0 < v <= 1.0), "a fraction in (0, 1]"),
