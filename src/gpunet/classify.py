@@ -210,8 +210,9 @@ def _array_image(array: np.ndarray) -> tuple[Image.Image | None, str | None]:
     if array.dtype != np.uint8 or not (array.ndim == 2 or (array.ndim == 3 and shape[2] in (1, 3, 4))):
         return None, (f"expected a uint8 numpy image (H, W), (H, W, 3) or (H, W, 4) in RGB order, got {array.dtype} "
                       f"{shape} (scale floats to 0-255 and cast to uint8, or pass a preprocessed tensor)")
-    return to_rgb(Image.fromarray(np.ascontiguousarray(array.squeeze(2) if array.ndim == 3 and shape[2] == 1
-                                                       else array))), None
+    if array.ndim == 3 and shape[2] == 1:
+        array = array[..., 0]
+    return to_rgb(Image.fromarray(np.ascontiguousarray(array))), None
 
 
 class Classifier:
